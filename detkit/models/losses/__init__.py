@@ -1,0 +1,5 @@
+"""Losses: the sigmoid focal loss for classification and the L1 loss for box regression."""
+from .focal_loss import FocalLoss, sigmoid_focal_loss
+from .l1_loss import L1Loss
+
+__all__ = ['FocalLoss', 'L1Loss', 'sigmoid_focal_loss']

@@ -1,0 +1,8 @@
+"""Task utilities of the dense heads: anchors, IoU, the max-IoU assigner and the box coder."""
+from .anchor_generator import AnchorGenerator
+from .bbox_overlaps import bbox_overlaps
+from .delta_xywh_coder import DeltaXYWHBBoxCoder
+from .max_iou_assigner import AssignResult, MaxIoUAssigner
+
+__all__ = ['AnchorGenerator', 'AssignResult', 'DeltaXYWHBBoxCoder', 'MaxIoUAssigner',
+           'bbox_overlaps']
