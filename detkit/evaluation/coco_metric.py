@@ -1,0 +1,381 @@
+"""COCO-style box evaluation: detections -> COCO results JSON -> pycocotools ``COCOeval``.
+
+The model hands the metric a :class:`~detkit.structures.DetSample` per image whose ``pred`` holds
+boxes ``(x1, y1, x2, y2)`` in pixels of the original image and contiguous labels
+``0 .. K - 1``. :class:`CocoMetric` stores them as CPU numpy arrays (so mmengine can gather them
+across ranks), maps each label back to the annotation file's ``category_id`` and runs
+pycocotools on exactly the images that were evaluated.
+
+Example:
+    >>> metric = CocoMetric(ann_file='data/coco/annotations/instances_val2017.json')
+    >>> metric.dataset_meta = dict(classes=('person', 'bicycle'))  # the Runner does this
+    >>> metric.process({}, samples)              # doctest: +SKIP
+    >>> metric.compute_metrics(metric.results)   # doctest: +SKIP
+    {'bbox_mAP': 0.363, 'bbox_mAP_50': 0.553, ...}
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import os.path as osp
+import tempfile
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..registry import METRICS
+
+SUPPORTED_METRICS = ('bbox', 'proposal')
+
+# The keys reported for metric='bbox', in the order of COCOeval.stats[0:6].
+BBOX_STAT_NAMES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+
+# Box coordinates are written with 3 decimals (a thousandth of a pixel moves an IoU by ~1e-5) and
+# scores with 6 (about float32's precision in [0, 1]), which keeps a COCO val results file small.
+BOX_DECIMALS = 3
+SCORE_DECIMALS = 6
+
+
+def results_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int]) -> list[dict]:
+    """Convert per-image detections to COCO results entries (one dict per box).
+
+    Args:
+        results: one dict per image with ``img_id`` (int), ``bboxes`` ``(N, 4)`` xyxy in pixels of
+            the original image, ``scores`` ``(N,)`` and ``labels`` ``(N,)`` contiguous indices
+            into ``cat_ids`` (numpy arrays or anything ``np.asarray`` accepts), as stored by
+            :meth:`CocoMetric.process`.
+        cat_ids: the annotation file's ``category_id`` of each contiguous label.
+
+    Returns:
+        A list of ``{'image_id', 'category_id', 'bbox': [x, y, w, h], 'score'}`` dicts with
+        Python ints/floats, ready for ``json.dump`` or ``COCO.loadRes``.
+
+    Raises:
+        ValueError: when an image's arrays have the wrong shape or a label has no category id.
+    """
+    cat_ids = np.asarray(cat_ids, dtype=np.int64)
+    entries: list[dict] = []
+    for result in results:
+        img_id = int(result['img_id'])
+        bboxes = np.asarray(result['bboxes'], dtype=np.float64)
+        if bboxes.size == 0:
+            bboxes = bboxes.reshape(0, 4)
+        scores = np.asarray(result['scores'], dtype=np.float64).reshape(-1)
+        labels = np.asarray(result['labels'], dtype=np.int64).reshape(-1)
+        if bboxes.ndim != 2 or bboxes.shape[1] != 4 or not (
+                len(bboxes) == len(scores) == len(labels)):
+            raise ValueError(
+                f'image {img_id}: expected bboxes (N, 4), scores (N,) and labels (N,), got '
+                f'shapes {bboxes.shape}, {scores.shape} and {labels.shape}')
+        bad = (labels < 0) | (labels >= len(cat_ids))
+        if bad.any():
+            raise ValueError(
+                f'image {img_id}: label {int(labels[bad][0])} has no category id; labels must lie '
+                f'in 0..{len(cat_ids) - 1} (the {len(cat_ids)} classes of the metric)')
+        xywh = bboxes.copy()
+        xywh[:, 2:] -= xywh[:, :2]
+        xywh = np.round(xywh, BOX_DECIMALS).tolist()
+        scores = np.round(scores, SCORE_DECIMALS).tolist()
+        categories = cat_ids[labels].tolist()
+        entries.extend(
+            dict(image_id=img_id, category_id=cat, bbox=box, score=score)
+            for box, score, cat in zip(xywh, scores, categories))
+    return entries
+
+
+@METRICS.register_module()
+class CocoMetric(BaseMetric):
+    """COCO box AP (and optionally proposal AR) computed with pycocotools.
+
+    Args:
+        ann_file: the COCO-format annotation JSON of the evaluated split.
+        metric: ``'bbox'`` (AP of class-aware detections) and/or ``'proposal'`` (class-agnostic
+            average recall at ``proposal_nums`` boxes per image), a string or a list of them.
+        classwise: also report the AP at IoU .50:.95 of every class, as
+            ``'{class_name}_precision'`` keys and a logged table.
+        outfile_prefix: where to keep the results JSON (``{outfile_prefix}.bbox.json``); None
+            writes it to a temporary directory that is removed afterwards.
+        format_only: only write the results JSON (e.g. for the test-dev server) and return {}.
+        iou_thrs: IoU thresholds of COCOeval; None keeps COCO's ``0.50:0.05:0.95``.
+        proposal_nums: the numbers of boxes per image at which ``'proposal'`` reports AR.
+        collect_device: ``'cpu'`` or ``'gpu'``, how mmengine gathers results across ranks.
+        prefix: the prefix of the reported keys; None uses ``'coco'`` (``'coco/bbox_mAP'``).
+
+    Raises:
+        FileNotFoundError: when ``ann_file`` does not exist.
+        ValueError: for an unknown ``metric`` or ``format_only`` without a place to write to.
+    """
+
+    default_prefix: str | None = 'coco'
+
+    def __init__(self,
+                 ann_file: str,
+                 metric: str | Sequence[str] = 'bbox',
+                 classwise: bool = False,
+                 outfile_prefix: str | None = None,
+                 format_only: bool = False,
+                 iou_thrs: Sequence[float] | None = None,
+                 proposal_nums: Sequence[int] = (100, 300, 1000),
+                 collect_device: str = 'cpu',
+                 prefix: str | None = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        if not osp.isfile(ann_file):
+            raise FileNotFoundError(f'CocoMetric: ann_file {ann_file!r} does not exist')
+        self.ann_file = ann_file
+        self.metrics = [metric] if isinstance(metric, str) else list(metric)
+        for name in self.metrics:
+            if name not in SUPPORTED_METRICS:
+                raise ValueError(f'CocoMetric: metric={name!r} is not supported; choose from '
+                                 f'{SUPPORTED_METRICS}')
+        if format_only and outfile_prefix is None:
+            raise ValueError('CocoMetric: format_only=True needs outfile_prefix, the place to '
+                             'write {outfile_prefix}.bbox.json')
+        self.classwise = classwise
+        self.outfile_prefix = outfile_prefix
+        self.format_only = format_only
+        self.iou_thrs = None if iou_thrs is None else np.asarray(iou_thrs, dtype=np.float64)
+        self.proposal_nums = [int(n) for n in proposal_nums]
+        self._coco_gt: COCO | None = None
+
+    # ------------------------------------------------------------------ collecting detections
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Store the detections of one batch as CPU numpy arrays in ``self.results``.
+
+        Args:
+            data_batch: the batch fed to the model (unused).
+            data_samples: the model's :class:`~detkit.structures.DetSample` outputs, each with
+                ``img_id``, ``ori_shape`` and ``pred`` (boxes xyxy in original-image pixels).
+
+        Raises:
+            ValueError: when a sample has no ``pred``.
+        """
+        for sample in data_samples:
+            pred = sample.pred
+            if pred is None:
+                raise ValueError(f'CocoMetric.process: image {sample.img_id} has no pred; the '
+                                 "model's predict must fill DetSample.pred")
+            self.results.append(dict(
+                img_id=int(sample.img_id),
+                ori_shape=tuple(int(s) for s in sample.ori_shape),
+                bboxes=pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4),
+                scores=pred.scores.detach().cpu().numpy().astype(np.float32).reshape(-1),
+                labels=pred.labels.detach().cpu().numpy().astype(np.int64).reshape(-1)))
+
+    # ------------------------------------------------------------------ computing metrics
+    def compute_metrics(self, results: list) -> dict[str, Any]:
+        """Run COCOeval on the gathered detections of the whole split.
+
+        Args:
+            results: the dicts stored by :meth:`process` (gathered from all ranks).
+
+        Returns:
+            ``{'bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m',
+            'bbox_mAP_l'}`` floats rounded to 3 decimals and ``'bbox_mAP_copypaste'``; with
+            ``classwise`` also ``'{class_name}_precision'``; with ``'proposal'`` ``'AR@{n}'``.
+            ``{}`` when ``format_only``.
+
+        Raises:
+            ValueError: when an image id is not in ``ann_file`` or a class name of
+                ``dataset_meta['classes']`` has no category there.
+        """
+        coco_gt = self._load_gt()
+        cat_ids, class_names = self._category_ids(coco_gt)
+        results = _drop_duplicate_images(results)
+        img_ids = [r['img_id'] for r in results]
+        missing = sorted(set(img_ids) - set(coco_gt.getImgIds()))
+        if missing:
+            raise ValueError(f'CocoMetric: image id(s) {missing[:10]} are not in the annotation '
+                             f'file {self.ann_file!r}')
+        entries = results_to_coco_json(results, cat_ids)
+
+        with contextlib.ExitStack() as stack:
+            prefix = self.outfile_prefix
+            if prefix is None:
+                prefix = osp.join(stack.enter_context(tempfile.TemporaryDirectory()), 'results')
+            json_file = _dump_json(entries, prefix)
+            if self.format_only:
+                print_log(f'CocoMetric: wrote {len(entries)} detections to {json_file}; '
+                          'format_only=True, so nothing is evaluated', logger='current')
+                return {}
+
+            metrics: dict[str, Any] = {}
+            for name in self.metrics:
+                if not entries:
+                    print_log(f'CocoMetric: there are no detections in {len(img_ids)} images; '
+                              f'every {name} metric is 0.0', logger='current',
+                              level=logging.WARNING)
+                    metrics.update(self._zero_metrics(name, coco_gt, img_ids, cat_ids,
+                                                      class_names))
+                elif name == 'bbox':
+                    metrics.update(self._eval_bbox(coco_gt, entries, img_ids, cat_ids,
+                                                   class_names))
+                else:
+                    metrics.update(self._eval_proposals(coco_gt, entries, img_ids))
+        return metrics
+
+    def _eval_bbox(self, coco_gt: COCO, entries: list[dict], img_ids: list[int],
+                   cat_ids: list[int], class_names: list[str]) -> dict[str, Any]:
+        coco_eval = self._run_cocoeval(coco_gt, entries, img_ids)
+        coco_eval.params.catIds = list(cat_ids)
+        _quiet(coco_eval.evaluate)
+        _quiet(coco_eval.accumulate)
+        _, summary = _quiet(coco_eval.summarize)
+        print_log('\n' + summary.rstrip(), logger='current')
+
+        stats = [round(float(s), 3) for s in coco_eval.stats[:len(BBOX_STAT_NAMES)]]
+        metrics: dict[str, Any] = {f'bbox_{k}': v for k, v in zip(BBOX_STAT_NAMES, stats)}
+        metrics['bbox_mAP_copypaste'] = ' '.join(f'{s:.3f}' for s in stats)
+        if self.classwise:
+            per_class = classwise_ap(coco_eval.eval['precision'], coco_eval.params.catIds,
+                                     cat_ids)
+            print_log('\n' + _format_ap_table(class_names, per_class), logger='current')
+            for name, ap in zip(class_names, per_class):
+                metrics[f'{name}_precision'] = round(ap, 3)
+        return metrics
+
+    def _eval_proposals(self, coco_gt: COCO, entries: list[dict],
+                        img_ids: list[int]) -> dict[str, float]:
+        coco_eval = self._run_cocoeval(coco_gt, entries, img_ids)
+        coco_eval.params.useCats = 0
+        coco_eval.params.maxDets = sorted(self.proposal_nums)
+        _quiet(coco_eval.evaluate)
+        _quiet(coco_eval.accumulate)
+        # recall: (iou_thrs, 1 class, area ranges, max dets); area range 0 is 'all'.
+        recall = coco_eval.eval['recall']
+        metrics = {}
+        for m, num in enumerate(coco_eval.params.maxDets):
+            r = recall[:, :, 0, m]
+            r = r[r > -1]
+            metrics[f'AR@{num}'] = round(float(r.mean()), 3) if r.size else -1.0
+        print_log('CocoMetric proposal recall: ' +
+                  ', '.join(f'{k}={v:.3f}' for k, v in metrics.items()), logger='current')
+        return metrics
+
+    def _run_cocoeval(self, coco_gt: COCO, entries: list[dict], img_ids: list[int]) -> COCOeval:
+        # loadRes adds keys to the dicts it is given: hand it copies.
+        coco_dt, _ = _quiet(coco_gt.loadRes, [dict(e) for e in entries])
+        coco_eval = COCOeval(coco_gt, coco_dt, iouType='bbox')
+        coco_eval.params.imgIds = sorted(set(img_ids))
+        if self.iou_thrs is not None:
+            coco_eval.params.iouThrs = self.iou_thrs
+        return coco_eval
+
+    def _zero_metrics(self, name: str, coco_gt: COCO, img_ids: list[int], cat_ids: list[int],
+                      class_names: list[str]) -> dict[str, Any]:
+        # What COCOeval would report without detections; pycocotools cannot load empty results.
+        if name == 'proposal':
+            return {f'AR@{num}': 0.0 for num in sorted(self.proposal_nums)}
+        metrics: dict[str, Any] = {f'bbox_{k}': 0.0 for k in BBOX_STAT_NAMES}
+        metrics['bbox_mAP_copypaste'] = ' '.join('0.000' for _ in BBOX_STAT_NAMES)
+        if self.classwise:
+            for cat_id, class_name in zip(cat_ids, class_names):
+                has_gt = bool(coco_gt.getAnnIds(imgIds=img_ids, catIds=[cat_id], iscrowd=0))
+                metrics[f'{class_name}_precision'] = 0.0 if has_gt else float('nan')
+        return metrics
+
+    # ------------------------------------------------------------------ annotations
+    def _load_gt(self) -> COCO:
+        if self._coco_gt is None:
+            if not osp.isfile(self.ann_file):
+                raise FileNotFoundError(f'CocoMetric: ann_file {self.ann_file!r} does not exist')
+            self._coco_gt, _ = _quiet(COCO, self.ann_file)
+        return self._coco_gt
+
+    def _category_ids(self, coco_gt: COCO) -> tuple[list[int], list[str]]:
+        """The category id and the name of every contiguous label.
+
+        With ``dataset_meta['classes']`` each name is looked up in the annotation file; without,
+        the labels follow the file's sorted category ids.
+        """
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes is None:
+            cat_ids = sorted(coco_gt.getCatIds())
+            return cat_ids, [coco_gt.cats[c]['name'] for c in cat_ids]
+        ids_by_name: dict[str, list[int]] = {}
+        for cat in coco_gt.dataset.get('categories', []):
+            ids_by_name.setdefault(cat['name'], []).append(cat['id'])
+        unknown = [name for name in classes if name not in ids_by_name]
+        if unknown:
+            raise ValueError(f"CocoMetric: dataset_meta['classes'] names {unknown} that are not "
+                             f'categories of {self.ann_file!r}; its categories are '
+                             f'{sorted(ids_by_name)}')
+        ambiguous = [name for name in classes if len(ids_by_name[name]) > 1]
+        if ambiguous:
+            raise ValueError(f'CocoMetric: categories {ambiguous} appear more than once in '
+                             f'{self.ann_file!r}; cannot map class names to ids')
+        return [ids_by_name[name][0] for name in classes], list(classes)
+
+
+def classwise_ap(precision: np.ndarray, eval_cat_ids: Sequence[int],
+                 cat_ids: Sequence[int]) -> list[float]:
+    """The AP at IoU .50:.95 (all areas, the largest maxDets) of each category.
+
+    Args:
+        precision: ``COCOeval.eval['precision']``, shape ``(T, R, K, A, M)`` (IoU thresholds,
+            recall thresholds, categories, area ranges, max detections).
+        eval_cat_ids: ``COCOeval.params.catIds`` after ``evaluate`` (the order of axis K).
+        cat_ids: the categories to report, in the order wanted.
+
+    Returns:
+        One AP per entry of ``cat_ids``, the mean of its precision entries that are not -1;
+        ``nan`` when a category has no ground truth in the evaluated images.
+    """
+    position = {int(c): k for k, c in enumerate(eval_cat_ids)}
+    aps = []
+    for cat_id in cat_ids:
+        p = precision[:, :, position[int(cat_id)], 0, -1]
+        p = p[p > -1]
+        aps.append(float(p.mean()) if p.size else float('nan'))
+    return aps
+
+
+def _format_ap_table(names: Sequence[str], aps: Sequence[float], pairs_per_row: int = 3) -> str:
+    cells = [(str(n), f'{ap:.3f}') for n, ap in zip(names, aps)]
+    name_w = max([len('category')] + [len(n) for n, _ in cells])
+    ap_w = max([len('AP')] + [len(a) for _, a in cells])
+    header = ' | '.join([f"{'category':<{name_w}} {'AP':>{ap_w}}"] * min(pairs_per_row,
+                                                                         max(len(cells), 1)))
+    lines = [header, '-' * len(header)]
+    for start in range(0, len(cells), pairs_per_row):
+        row = cells[start:start + pairs_per_row]
+        lines.append(' | '.join(f'{n:<{name_w}} {a:>{ap_w}}' for n, a in row))
+    return 'Per-class bbox AP (IoU .50:.95, all areas):\n' + '\n'.join(lines)
+
+
+def _drop_duplicate_images(results: list) -> list:
+    seen: set[int] = set()
+    unique = []
+    for result in results:
+        if result['img_id'] in seen:
+            continue
+        seen.add(result['img_id'])
+        unique.append(result)
+    if len(unique) < len(results):
+        print_log(f'CocoMetric: {len(results) - len(unique)} results repeat an image id; each '
+                  'image is evaluated once', logger='current', level=logging.WARNING)
+    return unique
+
+
+def _dump_json(entries: list[dict], outfile_prefix: str) -> str:
+    json_file = f'{outfile_prefix}.bbox.json'
+    directory = osp.dirname(json_file)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(json_file, 'w') as f:
+        json.dump(entries, f)
+    return json_file
+
+
+def _quiet(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
+    # pycocotools prints its progress and its summary table: capture them for the logger.
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        value = fn(*args)
+    return value, buffer.getvalue()
