@@ -1,0 +1,7 @@
+"""Building blocks shared by backbones, necks and heads: norms, activations, ConvModule."""
+from detkit.models.layers.activation import ACTIVATION_LAYERS, build_activation_layer
+from detkit.models.layers.conv_module import ConvModule
+from detkit.models.layers.norm import NORM_LAYERS, FrozenBatchNorm2d, build_norm_layer
+
+__all__ = ['ACTIVATION_LAYERS', 'NORM_LAYERS', 'ConvModule', 'FrozenBatchNorm2d',
+           'build_activation_layer', 'build_norm_layer']
