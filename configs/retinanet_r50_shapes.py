@@ -1,0 +1,34 @@
+# Quick start: the RetinaNet R50-FPN of configs/retinanet_r50.py, trained from scratch (no
+# ImageNet weights are needed) on the synthetic shapes set at 320 px, on a CPU in minutes.
+#   python tools/misc/make_synthetic.py shapes --out data/shapes
+#   python tools/train.py configs/retinanet_r50_shapes.py
+_base_ = [
+    '_base_/models/retinanet_r50_fpn.py',
+    '_base_/datasets/shapes_detection.py',
+    '_base_/default_runtime.py',
+]
+
+model = dict(
+    # From scratch: every stage trains and BatchNorm learns its statistics.
+    backbone=dict(frozen_stages=-1, norm_eval=False, init_cfg=None),
+    bbox_head=dict(num_classes=5))
+
+max_epochs = 12
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=4)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=200),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11],
+         gamma=0.1),
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
+    clip_grad=dict(max_norm=35, norm_type=2))
+
+default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=4, max_keep_ckpts=2))
+log_processor = dict(window_size=20)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)

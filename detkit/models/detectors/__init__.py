@@ -1,0 +1,4 @@
+"""Detectors: the top-level models a config's ``model`` builds."""
+from .single_stage import RetinaNet, SingleStageDetector
+
+__all__ = ['RetinaNet', 'SingleStageDetector']

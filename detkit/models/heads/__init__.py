@@ -1,0 +1,4 @@
+"""Detection heads."""
+from .retina_head import DenseTestConfig, RetinaHead
+
+__all__ = ['DenseTestConfig', 'RetinaHead']

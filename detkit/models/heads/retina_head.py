@@ -1,0 +1,308 @@
+"""RetinaNet's dense head: shared conv towers, anchor labelling, focal + L1 loss, post-processing.
+
+Data flow (B images, L levels, A anchors per location, K classes)::
+
+    feats[l] (B, C, Hl, Wl) --cls tower--> (B, A*K, Hl, Wl) --\\
+                            --reg tower--> (B, A*4, Hl, Wl) ----> loss() / predict()
+
+Anchors are ordered location-major (``(y * Wl + x) * A + a``), the order in which
+``permute(0, 2, 3, 1).reshape(B, -1, K)`` lays out the conv outputs, and levels are concatenated.
+
+Label convention: classes are ``0 .. K-1``; in the assigned training targets ``K`` means
+background and ``-1`` means ignored (the anchor trains neither class nor box).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from detkit.models.layers import ConvModule
+from detkit.registry import MODELS, TASK_UTILS, build_if_config
+from detkit.structures import DetSample, Detections
+
+
+@dataclass(frozen=True)
+class DenseTestConfig:
+    """Post-processing settings of a dense head, read from an mmdetection-style ``test_cfg``.
+
+    Attributes:
+        nms_pre: per level, at most this many (anchor, class) candidates enter NMS.
+        score_thr: candidates scoring at or below this are dropped before the top-k.
+        nms_iou_thr: IoU above which a lower-scoring box of the same class is suppressed.
+        max_per_img: detections kept per image after NMS.
+        min_bbox_size: boxes whose width or height is at most this are dropped (0: none).
+    """
+
+    nms_pre: int = 1000
+    score_thr: float = 0.05
+    nms_iou_thr: float = 0.5
+    max_per_img: int = 100
+    min_bbox_size: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: dict | None) -> 'DenseTestConfig':
+        """Read ``dict(nms_pre, score_thr, nms=dict(type='nms', iou_threshold), max_per_img,
+        min_bbox_size)``; unknown keys raise ``KeyError`` naming them."""
+        if cfg is None:
+            return cls()
+        cfg = dict(cfg)
+        nms = dict(cfg.pop('nms', {}) or {})
+        nms_type = nms.pop('type', 'nms')
+        if nms_type != 'nms':
+            raise ValueError(f"test_cfg.nms.type={nms_type!r} is not supported; only 'nms' "
+                             '(class-aware, torchvision.ops.batched_nms) is')
+        if 'iou_threshold' in nms:
+            cfg['nms_iou_thr'] = nms.pop('iou_threshold')
+        if nms:
+            raise KeyError(f'test_cfg.nms has unknown keys {sorted(nms)}; expected iou_threshold')
+        known = {'nms_pre', 'score_thr', 'nms_iou_thr', 'max_per_img', 'min_bbox_size'}
+        unknown = set(cfg) - known
+        if unknown:
+            raise KeyError(f'test_cfg has unknown keys {sorted(unknown)}; expected a subset of '
+                           f'{sorted(known | {"nms"})}')
+        return cls(**cfg)
+
+
+@MODELS.register_module()
+class RetinaHead(BaseModule):
+    """RetinaNet head (Lin et al., "Focal Loss for Dense Object Detection").
+
+    Two towers of ``stacked_convs`` 3x3 conv + ReLU, shared by all levels, one for
+    classification (``cls_convs``, then ``retina_cls`` with A*K outputs, sigmoid per class) and one
+    for box regression (``reg_convs``, then ``retina_reg`` with A*4 deltas). Module names are
+    mmdetection 3.x's, so its RetinaNet checkpoints load with ``strict=True``.
+
+    Args:
+        num_classes: K, the number of foreground classes (background is implicit).
+        in_channels: channels of every input level.
+        feat_channels: channels inside the towers.
+        stacked_convs: convs per tower.
+        norm_cfg: norm layer of the tower convs (None: conv with bias + ReLU).
+        anchor_generator: an ``AnchorGenerator`` or its config.
+        bbox_coder: a ``DeltaXYWHBBoxCoder`` or its config.
+        loss_cls: the classification loss (``FocalLoss``) or its config.
+        loss_bbox: the box loss (``L1Loss``) on encoded deltas, or its config.
+        train_cfg: ``dict(assigner=...)``; the assigner is built here.
+        test_cfg: post-processing settings, see :class:`DenseTestConfig`.
+        prior_prob: initial foreground probability, sets the ``retina_cls`` bias.
+        init_cfg: mmengine init config; by default convs are N(0, 0.01).
+    """
+
+    def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int = 256,
+                 stacked_convs: int = 4, norm_cfg: dict | None = None,
+                 anchor_generator: Any, bbox_coder: Any, loss_cls: Any, loss_bbox: Any,
+                 train_cfg: dict | None = None, test_cfg: dict | None = None,
+                 prior_prob: float = 0.01, init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg)
+        if num_classes < 1:
+            raise ValueError(f'RetinaHead: num_classes must be >= 1, got {num_classes}')
+        if not 0.0 < prior_prob < 1.0:
+            raise ValueError(f'RetinaHead: prior_prob must be in (0, 1), got {prior_prob}')
+        self.num_classes = num_classes
+        self.prior_prob = prior_prob
+        self.anchor_generator = build_if_config(anchor_generator, TASK_UTILS)
+        self.bbox_coder = build_if_config(bbox_coder, TASK_UTILS)
+        self.loss_cls = build_if_config(loss_cls, MODELS)
+        self.loss_bbox = build_if_config(loss_bbox, MODELS)
+        train_cfg = dict(train_cfg or {})
+        self.assigner = (build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
+                         if 'assigner' in train_cfg else None)
+        if train_cfg:
+            raise KeyError(f'RetinaHead train_cfg has unknown keys {sorted(train_cfg)}; '
+                           'expected assigner')
+        self.test_cfg = DenseTestConfig.from_config(test_cfg)
+        num_anchors = self.anchor_generator.num_base_anchors
+        if len(set(num_anchors)) != 1:
+            raise ValueError(f'RetinaHead shares its convs across levels, so every level needs '
+                             f'the same number of anchors; got {num_anchors}')
+        self.num_anchors = num_anchors[0]
+
+        def tower() -> nn.ModuleList:
+            return nn.ModuleList(
+                ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3,
+                           padding=1, norm_cfg=norm_cfg) for i in range(stacked_convs))
+
+        self.cls_convs = tower()
+        self.reg_convs = tower()
+        self.retina_cls = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
+        self.retina_reg = nn.Conv2d(feat_channels, self.num_anchors * 4, 3, padding=1)
+
+    def init_weights(self) -> None:
+        """N(0, 0.01) conv weights, zero biases, ``retina_cls`` bias = -log((1 - p) / p)."""
+        super().init_weights()
+        if self.init_cfg is not None:
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.retina_cls.bias,
+                          -math.log((1.0 - self.prior_prob) / self.prior_prob))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Run both towers on every level.
+
+        Args:
+            feats: L tensors ``(B, C, Hl, Wl)``.
+
+        Returns:
+            ``(cls_scores, bbox_preds)``: L tensors ``(B, A*K, Hl, Wl)`` (logits) and L tensors
+            ``(B, A*4, Hl, Wl)`` (encoded deltas).
+        """
+        cls_scores, bbox_preds = [], []
+        for feat in feats:
+            cls_feat, reg_feat = feat, feat
+            for conv in self.cls_convs:
+                cls_feat = conv(cls_feat)
+            for conv in self.reg_convs:
+                reg_feat = conv(reg_feat)
+            cls_scores.append(self.retina_cls(cls_feat))
+            bbox_preds.append(self.retina_reg(reg_feat))
+        return cls_scores, bbox_preds
+
+    def _flatten(self, maps: Sequence[Tensor], channels: int) -> Tensor:
+        """L maps ``(B, A*c, Hl, Wl)`` -> ``(B, sum_l Hl*Wl*A, c)`` in anchor order."""
+        batch = maps[0].shape[0]
+        return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)
+
+    def anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device) -> list[Tensor]:
+        """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels."""
+        return self.anchor_generator.grid_anchors(featmap_sizes, device=device)
+
+    # ------------------------------------------------------------------ training
+    def assign_anchors_to_gt(self, anchors: Tensor, sample: DetSample) -> tuple[Tensor, Tensor]:
+        """Label every anchor of one image and encode the box targets of its positives.
+
+        Args:
+            anchors: ``(N, 4)`` all levels' anchors, xyxy in input pixels.
+            sample: the image's ground truth (``gt_bboxes`` in the same pixels).
+
+        Returns:
+            ``(labels, bbox_targets)``: ``(N,)`` int64 with ``0..K-1`` for positives, ``K``
+            for background and ``-1`` for ignored anchors; ``(N, 4)`` encoded deltas (zero
+            except at positives).
+        """
+        if self.assigner is None:
+            raise RuntimeError('RetinaHead.loss needs train_cfg=dict(assigner=...) in the model '
+                               'config')
+        result = self.assigner.assign(anchors, sample.gt_bboxes, sample.gt_labels,
+                                      sample.gt_ignore_bboxes)
+        labels = torch.full((anchors.shape[0],), self.num_classes, dtype=torch.long,
+                            device=anchors.device)
+        labels[result.gt_inds < 0] = -1
+        positive = result.gt_inds > 0
+        labels[positive] = result.labels[positive]
+        bbox_targets = torch.zeros_like(anchors)
+        if positive.any():
+            matched_gt = sample.gt_bboxes[result.gt_inds[positive] - 1]
+            bbox_targets[positive] = self.bbox_coder.encode(anchors[positive], matched_gt)
+        return labels, bbox_targets
+
+    def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+             samples: Sequence[DetSample]) -> dict[str, Tensor]:
+        """Focal loss over all non-ignored anchors and L1 over positives, both divided by the
+        number of positive anchors in the batch.
+
+        Args:
+            cls_scores: L tensors ``(B, A*K, Hl, Wl)``.
+            bbox_preds: L tensors ``(B, A*4, Hl, Wl)``.
+            samples: B samples with ``gt_bboxes`` / ``gt_labels`` / ``gt_ignore_bboxes``.
+
+        Returns:
+            ``dict(loss_cls=scalar, loss_bbox=scalar)``.
+        """
+        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device))
+        targets = [self.assign_anchors_to_gt(anchors, sample) for sample in samples]
+        labels = torch.stack([t[0] for t in targets])            # (B, N)
+        bbox_targets = torch.stack([t[1] for t in targets])      # (B, N, 4)
+        positive = (labels >= 0) & (labels < self.num_classes)
+        # The positive count is a tensor: no host sync on the way to the loss.
+        avg_factor = positive.sum().clamp(min=1).to(cls_scores[0].dtype)
+
+        logits = self._flatten(cls_scores, self.num_classes)
+        deltas = self._flatten(bbox_preds, 4)
+        loss_cls = self.loss_cls(logits.reshape(-1, self.num_classes), labels.reshape(-1),
+                                 avg_factor=avg_factor)
+        loss_bbox = self.loss_bbox(deltas[positive], bbox_targets[positive],
+                                   avg_factor=avg_factor)
+        return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                samples: Sequence[DetSample], rescale: bool = True) -> list[Detections]:
+        """Decode, threshold, top-k per level, class-aware NMS and rescale, per image.
+
+        Args:
+            cls_scores: L tensors ``(B, A*K, Hl, Wl)``.
+            bbox_preds: L tensors ``(B, A*4, Hl, Wl)``.
+            samples: B samples (``img_shape`` clips the boxes, ``scale_factor`` rescales them).
+            rescale: map boxes back to the original image's pixels.
+
+        Returns:
+            B :class:`Detections`, at most ``max_per_img`` each, sorted by score.
+        """
+        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        level_anchors = self.anchors(featmap_sizes, cls_scores[0].device)
+        batch = cls_scores[0].shape[0]
+        level_scores = [m.permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes).sigmoid()
+                        for m in cls_scores]
+        level_deltas = [m.permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in bbox_preds]
+        return [self._predict_single(level_anchors, [s[i] for s in level_scores],
+                                     [d[i] for d in level_deltas], samples[i], rescale)
+                for i in range(batch)]
+
+    def _predict_single(self, level_anchors: list[Tensor], level_scores: list[Tensor],
+                        level_deltas: list[Tensor], sample: DetSample,
+                        rescale: bool) -> Detections:
+        cfg = self.test_cfg
+        boxes, scores, labels = [], [], []
+        for anchors, cls_prob, deltas in zip(level_anchors, level_scores, level_deltas):
+            flat = cls_prob.reshape(-1)
+            candidates = torch.nonzero(flat > cfg.score_thr).squeeze(1)
+            kept_scores = flat[candidates]
+            if cfg.nms_pre > 0 and kept_scores.numel() > cfg.nms_pre:
+                kept_scores, order = kept_scores.topk(cfg.nms_pre)
+                candidates = candidates[order]
+            anchor_index = candidates // self.num_classes
+            boxes.append(self.bbox_coder.decode(anchors[anchor_index], deltas[anchor_index],
+                                                max_shape=sample.img_shape))
+            scores.append(kept_scores)
+            labels.append(candidates % self.num_classes)
+        return postprocess_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
+                                      cfg, sample, rescale)
+
+
+def postprocess_detections(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: DenseTestConfig,
+                           sample: DetSample, rescale: bool) -> Detections:
+    """Drop tiny boxes, run class-aware NMS, keep the best ``max_per_img`` and rescale.
+
+    Args:
+        boxes: ``(N, 4)`` candidates, xyxy in resized-image pixels.
+        scores: ``(N,)`` their scores.
+        labels: ``(N,)`` their classes.
+        cfg: the thresholds.
+        sample: gives ``scale_factor`` for rescaling.
+        rescale: divide the boxes by ``scale_factor`` (back to original-image pixels).
+
+    Returns:
+        The image's :class:`Detections`, sorted by decreasing score.
+    """
+    if cfg.min_bbox_size > 0:
+        wh = boxes[:, 2:] - boxes[:, :2]
+        large = (wh > cfg.min_bbox_size).all(dim=1)
+        boxes, scores, labels = boxes[large], scores[large], labels[large]
+    keep = batched_nms(boxes, scores, labels, cfg.nms_iou_thr)[:cfg.max_per_img]
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if rescale:
+        w_scale, h_scale = sample.scale_factor
+        boxes = boxes / boxes.new_tensor([w_scale, h_scale, w_scale, h_scale])
+    return Detections(bboxes=boxes, scores=scores, labels=labels)
