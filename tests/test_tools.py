@@ -1,0 +1,154 @@
+"""tools/train.py and tools/test.py end to end on a tiny generated shapes set."""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detkit.datasets.synthetic import make_shapes
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+TEST = osp.join(REPO, 'tools', 'test.py')
+
+TINY_CONFIG = """
+_base_ = {base!r}
+data_root = {data_root!r}
+model = dict(
+    backbone=dict(depth=18),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=32),
+    bbox_head=dict(in_channels=32, feat_channels=32, stacked_convs=1))
+pipeline_train = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True), dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')]
+pipeline_test = [
+    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='LoadAnnotations'), dict(type='PackDetInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=pipeline_train))
+val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=pipeline_test))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json', classwise=False)
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs={max_epochs}, val_interval=100)
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=10))
+"""
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp('shapes'))
+    make_shapes(root, num_train=12, num_val=4, min_size=96, max_size=128, seed=3)
+    return root + '/'
+
+
+def write_config(tmp_path, data_root: str, max_epochs: int) -> str:
+    path = osp.join(str(tmp_path), 'tiny.py')
+    with open(path, 'w') as f:
+        f.write(TINY_CONFIG.format(base=osp.join(REPO, 'configs', 'retinanet_r50_shapes.py'),
+                                   data_root=data_root, max_epochs=max_epochs))
+    return path
+
+
+def latest_epoch(work_dir: str) -> int:
+    """The epoch of the checkpoint ``work_dir/last_checkpoint`` names (0 when none)."""
+    try:
+        with open(osp.join(work_dir, 'last_checkpoint')) as f:
+            name = osp.basename(f.read().strip())
+    except FileNotFoundError:
+        return 0
+    return int(name[len('epoch_'):-len('.pth')]) if name.startswith('epoch_') else 0
+
+
+def run(args: list[str], cwd: str, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, **kwargs)
+
+
+def test_train_kill_resume_then_test_matches_pycocotools(tmp_path, shapes_root):
+    config = write_config(tmp_path, shapes_root, max_epochs=6)
+    work_dir = osp.join(str(tmp_path), 'work')
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    log = open(osp.join(str(tmp_path), 'first.log'), 'w')
+    first = subprocess.Popen([sys.executable, TRAIN, config, '--work-dir', work_dir],
+                             cwd=str(tmp_path), env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while latest_epoch(work_dir) < 2 and time.time() < deadline:
+        assert first.poll() is None, open(log.name).read()[-3000:]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # mmengine points ``last_checkpoint`` at a checkpoint once it is completely written.
+    saved = latest_epoch(work_dir)
+    assert 2 <= saved < 6, f'the first run was not killed mid-training (epoch {saved})'
+
+    resumed = run([TRAIN, config, '--work-dir', work_dir, '--resume'], cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    output = resumed.stdout + resumed.stderr
+    assert f'resumed epoch: {saved}' in output
+    # Training went on from the saved epoch, not from scratch.
+    trained_epochs = {int(e) for e in re.findall(r'Epoch\(train\)\s+\[(\d+)\]', output)}
+    assert trained_epochs == set(range(saved + 1, 7))
+    final = torch.load(osp.join(work_dir, 'epoch_6.pth'), map_location='cpu')
+    assert final['meta']['epoch'] == 6
+    assert final['meta']['iter'] == 6 * 6  # 12 images / batch 2 per epoch
+
+    out_json = osp.join(str(tmp_path), 'results.json')
+    tested = run([TEST, config, osp.join(work_dir, 'epoch_6.pth'), '--out', out_json,
+                  '--work-dir', osp.join(str(tmp_path), 'test')], cwd=str(tmp_path))
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+    detections = json.load(open(out_json))
+    gt = COCO(shapes_root + 'annotations/instances_val.json')
+    assert {d['category_id'] for d in detections} <= set(gt.getCatIds())
+    reported = [line for line in (tested.stdout + tested.stderr).splitlines()
+                if 'coco/bbox_mAP:' in line][-1]
+    reported_map = float(reported.split('coco/bbox_mAP:')[1].split()[0])
+    if detections:
+        evaluator = COCOeval(gt, gt.loadRes(out_json), 'bbox')
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        assert reported_map == pytest.approx(round(evaluator.stats[0], 3), abs=1e-3)
+    else:
+        assert reported_map == 0.0
+
+
+def test_train_without_coco_says_where_it_goes(tmp_path):
+    result = run([TRAIN, osp.join(REPO, 'configs', 'retinanet_r50.py')], cwd=str(tmp_path))
+    assert result.returncode != 0
+    message = result.stderr
+    assert 'train_dataloader.dataset.ann_file' in message
+    assert 'data/coco/annotations/instances_train2017.json' in message
+    assert 'make_synthetic.py shapes' in message
+    assert 'Traceback' not in message
+
+
+def test_unknown_type_names_key_and_close_names(tmp_path, shapes_root):
+    config = write_config(tmp_path, shapes_root, max_epochs=1)
+    result = run([TRAIN, config, '--cfg-options', 'model.backbone.type=ResNt'],
+                 cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert "model.backbone.type='ResNt'" in result.stderr
+    assert "'ResNet'" in result.stderr
+
+
+def test_resume_with_missing_checkpoint_is_refused(tmp_path, shapes_root):
+    config = write_config(tmp_path, shapes_root, max_epochs=1)
+    result = run([TRAIN, config, '--resume', osp.join(str(tmp_path), 'nope.pth')],
+                 cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert 'nope.pth' in result.stderr

@@ -1,0 +1,83 @@
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out results.json]``.
+
+Prints COCO bbox mAP (AP, AP50, AP75, APs/m/l) through the config's ``test_evaluator``;
+``--out`` also writes the detections as a COCO results JSON (original category ids, xywh).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source tree
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import detkit  # noqa: E402,F401  (safe checkpoint loading)
+from detkit.engine import check_config  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Evaluate a detkit checkpoint')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth)')
+    parser.add_argument('--work-dir', help='where the evaluation log goes')
+    parser.add_argument('--out', metavar='RESULTS.json',
+                        help='also write the detections as a COCO results JSON')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config keys')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        sys.exit(f'tools/test.py: config file {args.config!r} does not exist')
+    if not osp.isfile(args.checkpoint):
+        sys.exit(f'tools/test.py: checkpoint {args.checkpoint!r} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    out_dir = None
+    if args.out:
+        if not args.out.endswith('.json'):
+            sys.exit(f'tools/test.py: --out {args.out!r} must name a .json file')
+        out_dir = tempfile.mkdtemp(prefix='detkit_test_')
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
+            cfg.test_evaluator]
+        for evaluator in evaluators:
+            if evaluator.get('type') == 'CocoMetric':
+                evaluator.outfile_prefix = osp.join(out_dir, 'results')
+    try:
+        check_config(cfg, stage='test')
+    except (KeyError, FileNotFoundError) as error:
+        sys.exit(f'tools/test.py {args.config}: {error.args[0]}')
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if out_dir is not None:
+        produced = osp.join(out_dir, 'results.bbox.json')
+        if osp.isfile(produced):
+            os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+            shutil.move(produced, args.out)
+            print(f'detections written to {args.out}')
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

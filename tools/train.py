@@ -1,0 +1,99 @@
+"""Train a detector from a config: ``python tools/train.py CONFIG [options]``.
+
+The arguments are mmdetection's. Before anything is built the config is checked: every ``type``
+must be registered and the data it names must exist.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source tree
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import detkit  # noqa: E402,F401  (safe checkpoint loading)
+from detkit.engine import check_config  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a detkit detector')
+    parser.add_argument('config', help='config file, e.g. configs/retinanet_r50.py')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto', metavar='CKPT',
+                        help='resume from CKPT, or from the latest checkpoint in the work dir '
+                        'when no CKPT is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: fp16 with dynamic loss scaling on CUDA, bf16 on CPU')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by (total batch / auto_scale_lr.base_batch_size)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config keys, e.g. train_cfg.max_epochs=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher (pytorch: under torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """The config file with the command line applied on top."""
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file {args.config!r} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise KeyError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in '
+                           f'the config {args.config}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume {args.resume!r}: no such checkpoint file')
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch the optimizer wrapper to mmengine's AmpOptimWrapper (bf16 on CPU)."""
+    import torch
+
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        return
+    wrapper.type = 'AmpOptimWrapper'
+    if torch.cuda.is_available():
+        wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        wrapper.setdefault('dtype', 'bfloat16')
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        check_config(cfg, stage='train')
+    except (KeyError, FileNotFoundError) as error:
+        sys.exit(f'tools/train.py {args.config}: {error.args[0]}')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
