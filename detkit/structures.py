@@ -62,6 +62,10 @@ class DetSample:
         gt_ignore_bboxes: ``(M, 4)`` float32 regions (COCO ``iscrowd``) where no anchor is
             trained as either foreground or background.
         dataset_index: which sub-dataset of a joint dataset the image comes from (0 otherwise).
+        label_groups: ``(K+1,)`` int64, for joint training on data sets that each label only
+            their own classes: the group id of every class (background last, index K) in the
+            data set this image comes from. Classes with id 0 are merged with background (the
+            data set does not annotate them); ``None`` for ordinary single-data-set training.
         pred: the detections, filled in by the model's ``predict``.
     """
 
@@ -76,6 +80,7 @@ class DetSample:
     gt_labels: Tensor = field(default_factory=_empty_labels)
     gt_ignore_bboxes: Tensor = field(default_factory=_empty_boxes)
     dataset_index: int = 0
+    label_groups: Tensor | None = None
     pred: Detections | None = None
 
     def to(self, device: torch.device | str) -> 'DetSample':
