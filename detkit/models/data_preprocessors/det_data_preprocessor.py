@@ -67,7 +67,8 @@ class DetDataPreprocessor(BaseDataPreprocessor):
 
         Returns:
             ``dict(inputs=(B, 3, Hp, Wp) float32 tensor, data_samples=list of DetSample)``
-            with every sample's tensors on the model's device and ``pad_shape`` set.
+            with every sample's tensors on the model's device and ``pad_shape`` set; a sample
+            whose ``img_shape`` / ``ori_shape`` is unset ``(0, 0)`` gets its image's size.
         """
         images = data['inputs']
         if isinstance(images, Tensor):
@@ -82,7 +83,8 @@ class DetDataPreprocessor(BaseDataPreprocessor):
         batch = self._normalise_and_pad(images)
         if samples is not None:
             pad_shape = (int(batch.shape[2]), int(batch.shape[3]))
-            samples = [self._to_device(sample, pad_shape) for sample in samples]
+            samples = [self._to_device(sample, pad_shape, tuple(image.shape[1:]))
+                       for sample, image in zip(samples, images)]
         return dict(inputs=batch, data_samples=samples)
 
     def _normalise_and_pad(self, images: list[Tensor]) -> Tensor:
@@ -98,7 +100,13 @@ class DetDataPreprocessor(BaseDataPreprocessor):
             batch[index, :, :image.shape[1], :image.shape[2]] = (image - self.mean) / self.std
         return batch
 
-    def _to_device(self, sample: DetSample, pad_shape: tuple[int, int]) -> DetSample:
+    def _to_device(self, sample: DetSample, pad_shape: tuple[int, int],
+                   image_shape: tuple[int, int]) -> DetSample:
         sample = sample.to(self.device)
         sample.pad_shape = pad_shape
+        # A sample made by hand (not by PackDetInputs) may not know its image's size yet.
+        if sample.img_shape == (0, 0):
+            sample.img_shape = image_shape
+        if sample.ori_shape == (0, 0):
+            sample.ori_shape = image_shape
         return sample

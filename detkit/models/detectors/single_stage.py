@@ -68,16 +68,16 @@ class SingleStageDetector(BaseModel):
         Returns:
             A loss dict, the samples with detections, or the head's raw outputs.
         """
+        if mode not in ('loss', 'predict', 'tensor'):
+            raise ValueError(f"SingleStageDetector.forward: mode={mode!r}; expected 'loss', "
+                             "'predict' or 'tensor'")
         if mode == 'tensor':
             return self.bbox_head(self.extract_feat(inputs))
         if data_samples is None:
             raise ValueError(f"SingleStageDetector.forward(mode={mode!r}) needs data_samples")
         if mode == 'loss':
             return self.loss(inputs, data_samples)
-        if mode == 'predict':
-            return self.predict(inputs, data_samples)
-        raise ValueError(f"SingleStageDetector.forward: mode={mode!r}; expected 'loss', "
-                         "'predict' or 'tensor'")
+        return self.predict(inputs, data_samples)
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """The head's losses for a batch with ground truth."""
