@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import os.path as osp
 import re
@@ -152,3 +153,18 @@ def test_resume_with_missing_checkpoint_is_refused(tmp_path, shapes_root):
                  cwd=str(tmp_path))
     assert result.returncode != 0
     assert 'nope.pth' in result.stderr
+
+
+def test_amp_on_cpu_trains_in_bfloat16_without_nan(tmp_path, shapes_root):
+    config = write_config(tmp_path, shapes_root, max_epochs=2)
+    work_dir = osp.join(str(tmp_path), 'amp')
+    result = run([TRAIN, config, '--amp', '--work-dir', work_dir], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    losses = [float(v) for v in re.findall(r' loss: ([-+0-9.eEnaif]+)', output)]
+    assert len(losses) == 12  # 2 epochs x 6 iterations, logged every iteration
+    assert all(math.isfinite(v) for v in losses)
+    checkpoint = torch.load(osp.join(work_dir, 'epoch_2.pth'), map_location='cpu')
+    weights = checkpoint['state_dict']
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())

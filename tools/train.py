@@ -71,17 +71,18 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def enable_amp(cfg: Config) -> None:
-    """Switch the optimizer wrapper to mmengine's AmpOptimWrapper (bf16 on CPU)."""
+    """Mixed precision: mmengine's AmpOptimWrapper (fp16, dynamic loss scaling) on CUDA,
+    detkit's CPUAmpOptimWrapper (bfloat16 autocast) on the CPU."""
     import torch
 
     wrapper = cfg.optim_wrapper
-    if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+    if wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
         return
-    wrapper.type = 'AmpOptimWrapper'
     if torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
         wrapper.setdefault('loss_scale', 'dynamic')
     else:
-        wrapper.setdefault('dtype', 'bfloat16')
+        wrapper.type = 'CPUAmpOptimWrapper'
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,10 @@ model = dict(
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,
         style='pytorch',
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
+        # torchvision's ImageNet V1 weights (the ones mmdetection's published results used),
+        # read from the torch hub cache; never downloaded at run time.
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='torchvision://ResNet50_Weights.IMAGENET1K_V1')),
     neck=dict(
         type='FPN',
         in_channels=[256, 512, 1024, 2048],

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from detkit.models.backbones.plugins import POSITIONS, build_plugin, plugin_base_name
 from detkit.models.layers import build_norm_layer
+from detkit.models.backbones.base import BaseBackbone
 from detkit.registry import MODELS
 
 # (config, position) of the plugins of one stage, as passed to a block.
@@ -192,7 +192,7 @@ def _maybe_checkpoint(function, x: Tensor, enabled: bool) -> Tensor:
 
 
 @MODELS.register_module()
-class ResNet(BaseModule):
+class ResNet(BaseBackbone):
     """ResNet backbone: a stem (stride 4) and up to four stages of residual blocks.
 
     ======  ============  ===================  ==============================
