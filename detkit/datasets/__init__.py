@@ -1,12 +1,17 @@
 """Data sets, samplers, transforms and the synthetic data generators.
 
-Importing this package registers ``CocoDataset`` (DATASETS), ``AspectRatioBatchSampler``
-(DATA_SAMPLERS) and the transforms (TRANSFORMS); it does not import ``detkit.models``.
+Importing this package registers ``CocoDataset``, ``CCTSDBDataset`` and ``JointDataset``
+(DATASETS), ``AspectRatioBatchSampler`` (DATA_SAMPLERS) and the transforms (TRANSFORMS); it does
+not import ``detkit.models``.
 """
 from . import transforms  # noqa: F401  (registers the transforms)
 from .coco import COCO_CLASSES, CocoDataset
 from .samplers import AspectRatioBatchSampler
 from .synthetic import SHAPES_CATEGORIES, make_shapes
+from .cctsdb import CCTSDB_CLASSES, CCTSDBDataset, load_cctsdb
+from .joint import JointDataset, label_groups_for, union_classes
+from .synthetic import PARTIAL_CLASSES, make_shapes_partial
 
 __all__ = ['AspectRatioBatchSampler', 'COCO_CLASSES', 'CocoDataset', 'SHAPES_CATEGORIES',
-           'make_shapes']
+           'make_shapes', 'CCTSDB_CLASSES', 'CCTSDBDataset', 'load_cctsdb', 'JointDataset',
+           'label_groups_for', 'union_classes', 'PARTIAL_CLASSES', 'make_shapes_partial']

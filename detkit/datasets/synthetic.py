@@ -21,6 +21,10 @@ backgrounds with clutter, so a detector has something real to learn in minutes o
 The category ids are deliberately not contiguous (1, 2, 4, 7, 9) to exercise the id -> label
 mapping. Everything is drawn from ``numpy.random.default_rng((seed, split, index))``: the same
 seed gives the same bytes, and an image does not depend on how many others are generated.
+
+``make_shapes_partial`` writes the same images as a partial-label benchmark: two training
+subsets from one image distribution, subset A annotating circle/square/triangle only and subset
+B star/cross only, and a fully labelled val set (see its docstring and data/README.md).
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ SHAPES_CATEGORIES = (
     dict(id=9, name='cross', supercategory='shape'),
 )
 SHAPES_CLASSES = tuple(c['name'] for c in SHAPES_CATEGORIES)
+# The classes each training subset of the partial-label set annotates (make_shapes_partial).
+PARTIAL_CLASSES = dict(a=('circle', 'square', 'triangle'), b=('star', 'cross'))
 
 MIN_OBJECT_SIZE = 12          # smallest object extent in pixels
 MAX_OBJECT_SIZE = 400         # largest object extent in pixels (also <= 0.85 * shorter side)
@@ -71,39 +77,127 @@ def make_shapes(out_dir: str, num_train: int = 300, num_val: int = 60, min_size:
     Returns:
         ``dict(train=path, val=path)``: the two annotation files.
     """
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f'make_shapes: num_train and num_val must be >= 0, got {num_train}, '
-                         f'{num_val}')
-    if min_size < 64 or max_size < min_size:
-        raise ValueError(f'make_shapes: need 64 <= min_size <= max_size, got min_size='
-                         f'{min_size}, max_size={max_size}')
+    _check_arguments('make_shapes', num_train, num_val, min_size, max_size)
     os.makedirs(os.path.join(out_dir, 'annotations'), exist_ok=True)
     ann_files = {}
     for split, num_images in (('train', num_train), ('val', num_val)):
-        os.makedirs(os.path.join(out_dir, split), exist_ok=True)
-        images, annotations = [], []
-        for index in range(num_images):
-            rng = np.random.default_rng((seed, _SPLITS[split], index))
-            img, objects = draw_shapes_image(rng, min_size, max_size)
-            file_name = f'{index:06d}.jpg'
-            ok, encoded = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            if not ok:
-                raise RuntimeError(f'make_shapes: OpenCV failed to encode {file_name}')
-            encoded.tofile(os.path.join(out_dir, split, file_name))
-            image_id = index + 1
-            images.append(dict(id=image_id, file_name=file_name, height=int(img.shape[0]),
-                               width=int(img.shape[1])))
-            for category_id, (x, y, w, h), iscrowd in objects:
-                annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
-                                        category_id=category_id, bbox=[x, y, w, h], area=w * h,
-                                        iscrowd=iscrowd, segmentation=[]))
-        coco = dict(info=dict(description=f'detkit synthetic shapes ({split}), seed {seed}'),
-                    licenses=[], images=images, annotations=annotations,
-                    categories=[dict(c) for c in SHAPES_CATEGORIES])
+        images, annotations = _draw_split(out_dir, split, num_images, min_size, max_size, seed)
         ann_files[split] = os.path.join(out_dir, 'annotations', f'instances_{split}.json')
-        with open(ann_files[split], 'w', encoding='utf-8') as f:
-            json.dump(coco, f, separators=(',', ':'))
+        _write_coco(ann_files[split], f'detkit synthetic shapes ({split}), seed {seed}', images,
+                    annotations, SHAPES_CATEGORIES)
     return ann_files
+
+
+def make_shapes_partial(out_dir: str, num_train: int = 600, num_val: int = 100,
+                        min_size: int = 256, max_size: int = 512,
+                        seed: int = 0) -> dict[str, str]:
+    """Generate the partial-label shapes set: two training subsets that each label some classes.
+
+    The training images are drawn exactly as :func:`make_shapes` draws them (the same seed gives
+    the same images), with all five classes in both halves. The first ``(num_train + 1) // 2``
+    images form subset A, which annotates only ``PARTIAL_CLASSES['a']`` (circle, square,
+    triangle); the others form subset B, which annotates only ``PARTIAL_CLASSES['b']`` (star,
+    cross). The other classes' annotations (crowd regions included) are removed, while the
+    objects stay in the images: a detector trained with plain softmax learns them as background.
+    The validation set is fully labelled.
+
+    Writes ``out_dir/train/NNNNNN.jpg`` (both subsets, disjoint), ``out_dir/val/NNNNNN.jpg`` and
+    in ``out_dir/annotations/``: ``instances_train_a.json`` (categories: A's classes only),
+    ``instances_train_b.json`` (B's only), ``instances_val.json`` (all five) and
+    ``instances_train_full.json`` (every training image fully labelled: the oracle to compare
+    partial-label training with). Image ids are ``index + 1`` within each split, so ids of
+    subsets A and B never collide; annotation ids are those of the fully labelled file.
+
+    Args:
+        out_dir: the output folder (created; existing files of the same names are overwritten).
+        num_train: the number of training images of both subsets together (>= 2).
+        num_val: the number of validation images.
+        min_size: the smallest image side in pixels (>= 64).
+        max_size: the largest image side in pixels (>= ``min_size``).
+        seed: the random seed; the same seed gives byte-identical files.
+
+    Returns:
+        ``dict(train_a=path, train_b=path, val=path, train_full=path)``: the annotation files.
+    """
+    _check_arguments('make_shapes_partial', num_train, num_val, min_size, max_size)
+    if num_train < 2:
+        raise ValueError(f'make_shapes_partial: num_train must be >= 2 (one image per subset), '
+                         f'got {num_train}')
+    os.makedirs(os.path.join(out_dir, 'annotations'), exist_ok=True)
+    ann_dir = os.path.join(out_dir, 'annotations')
+    ann_files = {}
+
+    images, annotations = _draw_split(out_dir, 'train', num_train, min_size, max_size, seed)
+    num_a = (num_train + 1) // 2
+    subset_images = dict(a=images[:num_a], b=images[num_a:])
+    for subset, classes in PARTIAL_CLASSES.items():
+        categories = [c for c in SHAPES_CATEGORIES if c['name'] in classes]
+        category_ids = {c['id'] for c in categories}
+        image_ids = {img['id'] for img in subset_images[subset]}
+        kept = [a for a in annotations
+                if a['image_id'] in image_ids and a['category_id'] in category_ids]
+        ann_files[f'train_{subset}'] = os.path.join(ann_dir, f'instances_train_{subset}.json')
+        _write_coco(ann_files[f'train_{subset}'],
+                    f'detkit synthetic shapes, partial labels: subset {subset.upper()} '
+                    f'(annotates only {", ".join(classes)}), seed {seed}',
+                    subset_images[subset], kept, categories)
+    ann_files['train_full'] = os.path.join(ann_dir, 'instances_train_full.json')
+    _write_coco(ann_files['train_full'], f'detkit synthetic shapes, partial-label set, training '
+                f'images fully labelled (oracle), seed {seed}', images, annotations,
+                SHAPES_CATEGORIES)
+
+    images, annotations = _draw_split(out_dir, 'val', num_val, min_size, max_size, seed)
+    ann_files['val'] = os.path.join(ann_dir, 'instances_val.json')
+    _write_coco(ann_files['val'], f'detkit synthetic shapes, partial-label set, val (fully '
+                f'labelled), seed {seed}', images, annotations, SHAPES_CATEGORIES)
+    return {key: ann_files[key] for key in ('train_a', 'train_b', 'val', 'train_full')}
+
+
+def _check_arguments(caller: str, num_train: int, num_val: int, min_size: int,
+                     max_size: int) -> None:
+    """Raise ``ValueError`` for negative image counts or image sides outside 64 <= min <= max."""
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f'{caller}: num_train and num_val must be >= 0, got {num_train}, '
+                         f'{num_val}')
+    if min_size < 64 or max_size < min_size:
+        raise ValueError(f'{caller}: need 64 <= min_size <= max_size, got min_size='
+                         f'{min_size}, max_size={max_size}')
+
+
+def _draw_split(out_dir: str, split: str, num_images: int, min_size: int, max_size: int,
+                seed: int) -> tuple[list[dict], list[dict]]:
+    """Draw and write ``out_dir/split/NNNNNN.jpg``; return the COCO images and annotations.
+
+    Image ``index`` is drawn from ``default_rng((seed, _SPLITS[split], index))`` and gets the
+    id ``index + 1``; annotation ids count from 1 in the order drawn.
+    """
+    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+    images, annotations = [], []
+    for index in range(num_images):
+        rng = np.random.default_rng((seed, _SPLITS[split], index))
+        img, objects = draw_shapes_image(rng, min_size, max_size)
+        file_name = f'{index:06d}.jpg'
+        ok, encoded = cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise RuntimeError(f'make_shapes: OpenCV failed to encode {file_name}')
+        encoded.tofile(os.path.join(out_dir, split, file_name))
+        image_id = index + 1
+        images.append(dict(id=image_id, file_name=file_name, height=int(img.shape[0]),
+                           width=int(img.shape[1])))
+        for category_id, (x, y, w, h), iscrowd in objects:
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
+                                    category_id=category_id, bbox=[x, y, w, h], area=w * h,
+                                    iscrowd=iscrowd, segmentation=[]))
+    return images, annotations
+
+
+def _write_coco(ann_file: str, description: str, images: list[dict], annotations: list[dict],
+                categories: tuple[dict, ...] | list[dict]) -> None:
+    """Write one COCO detection file (compact JSON)."""
+    coco = dict(info=dict(description=description), licenses=[], images=images,
+                annotations=annotations, categories=[dict(c) for c in categories])
+    with open(ann_file, 'w', encoding='utf-8') as f:
+        json.dump(coco, f, separators=(',', ':'))
 
 
 def summarize_coco(ann_file: str) -> str:

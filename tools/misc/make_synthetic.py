@@ -4,6 +4,8 @@ Usage::
 
     python tools/misc/make_synthetic.py shapes --out data/shapes [--num-train 300]
         [--num-val 60] [--min-size 256] [--max-size 512] [--seed 0]
+    python tools/misc/make_synthetic.py partial --out data/shapes_partial [--num-train 600]
+        [--num-val 100] [--min-size 256] [--max-size 512] [--seed 0]
 
 Each data set is a subcommand; its generator lives in ``detkit/datasets/synthetic.py``.
 """
@@ -16,7 +18,8 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
-from detkit.datasets.synthetic import make_shapes, summarize_coco  # noqa: E402
+from detkit.datasets.synthetic import (PARTIAL_CLASSES, make_shapes,  # noqa: E402
+                                       make_shapes_partial, summarize_coco)
 
 
 def run_shapes(args: argparse.Namespace) -> None:
@@ -44,11 +47,42 @@ def add_shapes_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_shapes)
 
 
+def run_partial(args: argparse.Namespace) -> None:
+    """Generate the partial-label shapes set and print its summary."""
+    start = time.perf_counter()
+    ann_files = make_shapes_partial(args.out, num_train=args.num_train, num_val=args.num_val,
+                                    min_size=args.min_size, max_size=args.max_size,
+                                    seed=args.seed)
+    seconds = time.perf_counter() - start
+    num_images = args.num_train + args.num_val
+    print(f'wrote {num_images} images to {args.out} in {seconds:.1f} s '
+          f'({1000 * seconds / max(num_images, 1):.0f} ms/image)')
+    print(f"subset A annotates {', '.join(PARTIAL_CLASSES['a'])}; "
+          f"subset B annotates {', '.join(PARTIAL_CLASSES['b'])}")
+    for ann_file in ann_files.values():
+        print(summarize_coco(ann_file))
+
+
+def add_partial_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``partial`` subcommand: the shapes images as two partially labelled subsets."""
+    parser = subparsers.add_parser(
+        'partial', help='shapes with two training subsets that each label only some classes')
+    parser.add_argument('--out', required=True, help='output folder, e.g. data/shapes_partial')
+    parser.add_argument('--num-train', type=int, default=600,
+                        help='training images of both subsets together (A gets the first half)')
+    parser.add_argument('--num-val', type=int, default=100, help='validation images')
+    parser.add_argument('--min-size', type=int, default=256, help='smallest image side (px)')
+    parser.add_argument('--max-size', type=int, default=512, help='largest image side (px)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
+    parser.set_defaults(func=run_partial)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen generator."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     subparsers = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET')
     add_shapes_parser(subparsers)
+    add_partial_parser(subparsers)
     args = parser.parse_args(argv)
     args.func(args)
 

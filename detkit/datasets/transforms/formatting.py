@@ -16,7 +16,9 @@ class PackDetInputs:
     unless loaded with ``to_float32``); normalisation and padding are the data preprocessor's
     job. ``DetSample`` gets the meta data and, when present, ``gt_bboxes`` ``(N, 4)`` float32,
     ``gt_labels`` ``(N,)`` int64 and ``gt_ignore_bboxes`` ``(M, 4)`` float32 (xyxy pixels of
-    ``img_shape``); absent ones stay empty.
+    ``img_shape``); absent ones stay empty. A :class:`~detkit.datasets.JointDataset` adds
+    ``dataset_index`` (int) and ``label_groups`` (``(K+1,)`` group ids), carried over as
+    ``DetSample.dataset_index`` and an int64 ``DetSample.label_groups`` when present.
     """
 
     def __call__(self, results: dict) -> dict:
@@ -52,6 +54,10 @@ class PackDetInputs:
         if 'gt_ignore_bboxes' in results:
             sample.gt_ignore_bboxes = _tensor(results['gt_ignore_bboxes'],
                                               torch.float32).reshape(-1, 4)
+        if 'dataset_index' in results:
+            sample.dataset_index = int(results['dataset_index'])
+        if 'label_groups' in results:
+            sample.label_groups = _tensor(results['label_groups'], torch.int64).reshape(-1)
         if ('gt_bboxes' in results and 'gt_labels' in results
                 and sample.gt_bboxes.shape[0] != sample.gt_labels.shape[0]):
             raise ValueError(f'PackDetInputs: {sample.gt_bboxes.shape[0]} gt_bboxes but '
