@@ -270,3 +270,28 @@ def test_built_from_registry_and_run_by_mmengine_evaluator(ann_file, tmp_path):
     metrics = evaluator.evaluate(len(IMG_IDS))
     reference = reference_eval(ann_file, tmp_path, DETECTIONS)
     assert metrics['coco/bbox_mAP'] == round(float(reference.stats[0]), 3)
+
+
+def test_joint_model_labels_with_offset_and_skipped_other_classes(ann_file, tmp_path):
+    # A model trained on a union label space: 3 classes of another data set first (0-2), then
+    # this file's classes (3-6). Its own 3 classes are skipped, the others shifted by 3.
+    classes = ('bird', 'cat', 'dog', 'horse')
+    samples = make_samples(DETECTIONS, classes)
+    for sample in samples:
+        sample.pred.labels = sample.pred.labels + 3
+        extra = torch.tensor([[1.0, 1.0, 30.0, 30.0]])
+        sample.pred = Detections(torch.cat([sample.pred.bboxes, extra]),
+                                 torch.cat([sample.pred.scores, torch.tensor([0.99])]),
+                                 torch.cat([sample.pred.labels, torch.tensor([1])]))
+    metric = CocoMetric(ann_file=ann_file, label_offset=3, skip_other_labels=True)
+    metric.dataset_meta = dict(classes=classes)
+    metric.process({}, samples)
+    assert sum(r['skipped'] for r in metric.results) == len(IMG_IDS)
+    metrics = metric.compute_metrics(metric.results)
+    assert_matches_reference(metrics, reference_eval(ann_file, tmp_path, DETECTIONS))
+
+    strict = CocoMetric(ann_file=ann_file, label_offset=3)
+    strict.dataset_meta = dict(classes=classes)
+    strict.process({}, samples)
+    with pytest.raises(ValueError, match='label -2 has no category id'):
+        strict.compute_metrics(strict.results)

@@ -107,6 +107,12 @@ class CocoMetric(BaseMetric):
         proposal_nums: the numbers of boxes per image at which ``'proposal'`` reports AR.
         collect_device: ``'cpu'`` or ``'gpu'``, how mmengine gathers results across ranks.
         prefix: the prefix of the reported keys; None uses ``'coco'`` (``'coco/bbox_mAP'``).
+        label_offset: the model's label of this split's first class. A model trained on a
+            union of data sets (``JointDataset``: e.g. COCO labels 0-79, CCTSDB 80-82) is
+            evaluated on CCTSDB's split with ``label_offset=80``.
+        skip_other_labels: drop (and count, in one log line per evaluation) detections whose
+            label is not one of this split's classes after ``label_offset``, e.g. a joint
+            model's traffic signs on COCO val. False: such a label raises ``ValueError``.
 
     Raises:
         FileNotFoundError: when ``ann_file`` does not exist.
@@ -124,8 +130,14 @@ class CocoMetric(BaseMetric):
                  iou_thrs: Sequence[float] | None = None,
                  proposal_nums: Sequence[int] = (100, 300, 1000),
                  collect_device: str = 'cpu',
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None,
+                 label_offset: int = 0,
+                 skip_other_labels: bool = False) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        if label_offset < 0:
+            raise ValueError(f'CocoMetric: label_offset must be >= 0, got {label_offset}')
+        self.label_offset = int(label_offset)
+        self.skip_other_labels = skip_other_labels
         if not osp.isfile(ann_file):
             raise FileNotFoundError(f'CocoMetric: ann_file {ann_file!r} does not exist')
         self.ann_file = ann_file
@@ -161,12 +173,20 @@ class CocoMetric(BaseMetric):
             if pred is None:
                 raise ValueError(f'CocoMetric.process: image {sample.img_id} has no pred; the '
                                  "model's predict must fill DetSample.pred")
+            labels = pred.labels.detach().cpu().numpy().astype(np.int64).reshape(-1)
+            keep = np.ones(len(labels), dtype=bool)
+            if self.label_offset or self.skip_other_labels:
+                labels = labels - self.label_offset
+                if self.skip_other_labels:
+                    num_classes = len((self.dataset_meta or {}).get('classes', ())) or None
+                    keep = (labels >= 0) & (labels < num_classes if num_classes else True)
             self.results.append(dict(
                 img_id=int(sample.img_id),
                 ori_shape=tuple(int(s) for s in sample.ori_shape),
-                bboxes=pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4),
-                scores=pred.scores.detach().cpu().numpy().astype(np.float32).reshape(-1),
-                labels=pred.labels.detach().cpu().numpy().astype(np.int64).reshape(-1)))
+                bboxes=pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)[keep],
+                scores=pred.scores.detach().cpu().numpy().astype(np.float32).reshape(-1)[keep],
+                labels=labels[keep],
+                skipped=int((~keep).sum())))
 
     # ------------------------------------------------------------------ computing metrics
     def compute_metrics(self, results: list) -> dict[str, Any]:
@@ -187,6 +207,11 @@ class CocoMetric(BaseMetric):
         """
         coco_gt = self._load_gt()
         cat_ids, class_names = self._category_ids(coco_gt)
+        skipped = sum(r.get('skipped', 0) for r in results)
+        if skipped:
+            print_log(f'CocoMetric: skipped {skipped} detections whose label (minus label_offset '
+                      f'{self.label_offset}) is not one of the {len(cat_ids)} classes of '
+                      f'{self.ann_file}', logger='current', level=logging.INFO)
         results = _drop_duplicate_images(results)
         img_ids = [r['img_id'] for r in results]
         missing = sorted(set(img_ids) - set(coco_gt.getImgIds()))
