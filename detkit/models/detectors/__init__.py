@@ -2,3 +2,6 @@
 from .single_stage import RetinaNet, SingleStageDetector
 
 __all__ = ['RetinaNet', 'SingleStageDetector']
+from .two_stage import FasterRCNN, TwoStageDetector
+
+__all__ += ['FasterRCNN', 'TwoStageDetector']

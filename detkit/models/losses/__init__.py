@@ -3,3 +3,7 @@ from .focal_loss import FocalLoss, sigmoid_focal_loss
 from .l1_loss import L1Loss
 
 __all__ = ['FocalLoss', 'L1Loss', 'sigmoid_focal_loss']
+from .cross_entropy_loss import CrossEntropyLoss
+from .group_softmax_loss import GroupSoftmaxLoss, group_softmax_loss_reference
+
+__all__ += ['CrossEntropyLoss', 'GroupSoftmaxLoss', 'group_softmax_loss_reference']

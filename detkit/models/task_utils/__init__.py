@@ -6,3 +6,7 @@ from .max_iou_assigner import AssignResult, MaxIoUAssigner
 
 __all__ = ['AnchorGenerator', 'AssignResult', 'DeltaXYWHBBoxCoder', 'MaxIoUAssigner',
            'bbox_overlaps']
+from .random_sampler import RandomSampler, SamplingResult
+from .roi_extractor import MultiLevelRoIAlign, map_rois_to_levels
+
+__all__ += ['MultiLevelRoIAlign', 'RandomSampler', 'SamplingResult', 'map_rois_to_levels']

@@ -1,0 +1,153 @@
+"""Two-stage detectors: backbone -> neck -> RPN proposals -> RoI head, e.g. Faster R-CNN."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from mmengine.model import BaseModel
+from torch import Tensor
+
+from detkit.models.heads.roi_head import boxes_to_rois
+from detkit.registry import MODELS, build_if_config
+from detkit.structures import DetSample, Detections
+
+TRAIN_CFG_KEYS = ('rpn', 'rpn_proposal', 'rcnn')
+TEST_CFG_KEYS = ('rpn', 'rcnn')
+
+
+@MODELS.register_module()
+class TwoStageDetector(BaseModel):
+    """A backbone, an optional neck, an RPN head and an RoI head, run on a preprocessed batch.
+
+    ``forward(inputs, data_samples, mode)`` follows mmengine's ``BaseModel`` contract:
+
+    - ``mode='loss'``: ``dict(loss_rpn_cls, loss_rpn_bbox, loss_cls, loss_bbox, acc)``; ``acc``
+      (the RoI classification accuracy in percent) is logged, not trained (its key holds no
+      ``'loss'``). The RoI head trains on proposals made from the detached RPN outputs.
+    - ``mode='predict'``: the ``data_samples`` with ``pred`` filled in (boxes in original-image
+      pixels).
+    - ``mode='tensor'``: ``((rpn_cls_scores, rpn_bbox_preds), (cls_score, bbox_pred))``, the RPN's
+      per-level outputs and the RoI head's outputs on the test-time proposals.
+
+    The sections of ``train_cfg`` / ``test_cfg`` (mmdetection's layout) go to the heads at
+    construction: ``train_cfg.rpn`` (assigner, sampler) and ``train_cfg.rpn_proposal`` to the RPN
+    head, ``test_cfg.rpn`` to the RPN head, ``train_cfg.rcnn`` (assigner, sampler) and
+    ``test_cfg.rcnn`` (thresholds) to the RoI head.
+
+    Args:
+        backbone: the backbone module or its config.
+        rpn_head: the RPN head or its config.
+        roi_head: the RoI head or its config.
+        neck: the neck or its config (``None``: the heads read the backbone outputs).
+        train_cfg: ``dict(rpn=..., rpn_proposal=..., rcnn=...)``.
+        test_cfg: ``dict(rpn=..., rcnn=...)``.
+        data_preprocessor: normalisation and padding, see ``DetDataPreprocessor``.
+        init_cfg: mmengine init config of the whole detector.
+    """
+
+    def __init__(self, backbone: Any, rpn_head: Any, roi_head: Any, neck: Any = None,
+                 train_cfg: dict | None = None, test_cfg: dict | None = None,
+                 data_preprocessor: Any = None, init_cfg: dict | None = None) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='DetDataPreprocessor')
+        super().__init__(data_preprocessor=build_if_config(data_preprocessor, MODELS),
+                         init_cfg=init_cfg)
+        train_cfg, test_cfg = dict(train_cfg or {}), dict(test_cfg or {})
+        for name, cfg, known in (('train_cfg', train_cfg, TRAIN_CFG_KEYS),
+                                 ('test_cfg', test_cfg, TEST_CFG_KEYS)):
+            unknown = set(cfg) - set(known)
+            if unknown:
+                raise KeyError(f'{type(self).__name__}: model.{name} has unknown sections '
+                               f'{sorted(unknown)}; expected a subset of {list(known)}')
+        self.backbone = build_if_config(backbone, MODELS)
+        self.neck = build_if_config(neck, MODELS) if neck is not None else None
+        if isinstance(rpn_head, dict):
+            rpn_head = MODELS.build(dict(rpn_head, train_cfg=train_cfg.get('rpn'),
+                                         train_proposal_cfg=train_cfg.get('rpn_proposal'),
+                                         test_cfg=test_cfg.get('rpn')))
+        self.rpn_head = rpn_head
+        if isinstance(roi_head, dict):
+            roi_head = MODELS.build(dict(roi_head, train_cfg=train_cfg.get('rcnn'),
+                                         test_cfg=test_cfg.get('rcnn')))
+        self.roi_head = roi_head
+
+    def extract_feat(self, inputs: Tensor) -> tuple[Tensor, ...]:
+        """Backbone (and neck) features.
+
+        Args:
+            inputs: ``(B, 3, H, W)`` normalised, padded batch.
+
+        Returns:
+            The pyramid the heads read, e.g. P2-P6 ``(B, 256, H/s, W/s)``.
+        """
+        feats = self.backbone(inputs)
+        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
+
+    def forward(self, inputs: Tensor, data_samples: Sequence[DetSample] | None = None,
+                mode: str = 'tensor') -> Any:
+        """Dispatch on ``mode`` (see the class docstring).
+
+        Args:
+            inputs: ``(B, 3, H, W)`` batch from the data preprocessor.
+            data_samples: B samples; required for ``'loss'`` and ``'predict'``.
+            mode: ``'loss'``, ``'predict'`` or ``'tensor'``.
+
+        Returns:
+            A loss dict, the samples with detections, or the raw outputs.
+        """
+        name = type(self).__name__
+        if mode not in ('loss', 'predict', 'tensor'):
+            raise ValueError(f"{name}.forward: mode={mode!r}; expected 'loss', 'predict' or "
+                             "'tensor'")
+        if mode == 'tensor':
+            return self._forward_tensor(inputs, data_samples)
+        if data_samples is None:
+            raise ValueError(f'{name}.forward(mode={mode!r}) needs data_samples')
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        return self.predict(inputs, data_samples)
+
+    def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
+        """RPN and RoI head losses for a batch with ground truth."""
+        feats = self.extract_feat(inputs)
+        rpn_cls_scores, rpn_bbox_preds = self.rpn_head(feats)
+        losses = self.rpn_head.loss(rpn_cls_scores, rpn_bbox_preds, data_samples)
+        proposals = self.rpn_head.predict_proposals(rpn_cls_scores, rpn_bbox_preds, data_samples,
+                                                    for_training=True)
+        losses.update(self.roi_head.loss(feats, [p.bboxes for p in proposals], data_samples))
+        return losses
+
+    def predict(self, inputs: Tensor, data_samples: Sequence[DetSample],
+                rescale: bool = True) -> list[DetSample]:
+        """Detections per image, written into each sample's ``pred``.
+
+        Args:
+            inputs: ``(B, 3, H, W)`` batch.
+            data_samples: B samples with ``img_shape`` and ``scale_factor``.
+            rescale: boxes in original-image pixels (else in resized-image pixels).
+
+        Returns:
+            The same samples, each with ``pred`` set.
+        """
+        feats = self.extract_feat(inputs)
+        proposals = self.rpn_head.predict_proposals(*self.rpn_head(feats), data_samples)
+        detections = self.roi_head.predict(feats, [p.bboxes for p in proposals], data_samples,
+                                           rescale)
+        for sample, dets in zip(data_samples, detections):
+            sample.pred = dets
+        return list(data_samples)
+
+    def _forward_tensor(self, inputs: Tensor, data_samples: Sequence[DetSample] | None) -> tuple:
+        feats = self.extract_feat(inputs)
+        rpn_outs = self.rpn_head(feats)
+        if data_samples is None:  # proposals clipped to the whole input
+            height, width = inputs.shape[-2:]
+            data_samples = [DetSample(img_shape=(height, width)) for _ in range(inputs.shape[0])]
+        proposals: list[Detections] = self.rpn_head.predict_proposals(*rpn_outs, data_samples)
+        rois = boxes_to_rois([p.bboxes for p in proposals]).to(inputs.device)
+        return rpn_outs, self.roi_head(feats, rois)
+
+
+@MODELS.register_module()
+class FasterRCNN(TwoStageDetector):
+    """Faster R-CNN (Ren et al., 2015): ResNet + FPN (P2-P6) + :class:`RPNHead` +
+    :class:`StandardRoIHead` with a :class:`Shared2FCBBoxHead`."""

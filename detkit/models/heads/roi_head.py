@@ -1,0 +1,153 @@
+"""Faster R-CNN's second stage: sample proposals, pool their features, classify and refine.
+
+Data flow (B images, R sampled or proposed RoIs in the batch, K classes)::
+
+    proposals (P_i, 4) per image --assign + sample (training)--> rois (R, 5)
+    feats P2-P5 --MultiLevelRoIAlign--> (R, C, 7, 7) --Shared2FCBBoxHead--> (R, K + 1), (R, 4K)
+
+``rois`` rows are ``(image_index, x1, y1, x2, y2)`` in input-batch pixels.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from detkit.models.heads.bbox_head import Shared2FCBBoxHead, stack_label_groups
+from detkit.models.heads.retina_head import DenseTestConfig
+from detkit.models.task_utils.random_sampler import SamplingResult
+from detkit.registry import MODELS, TASK_UTILS, build_if_config
+from detkit.structures import DetSample, Detections
+
+__all__ = ['Shared2FCBBoxHead', 'StandardRoIHead', 'boxes_to_rois']
+
+
+def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
+    """Concatenate per-image boxes into RoIs with their image index in column 0.
+
+    Args:
+        boxes: B tensors ``(P_i, 4)`` xyxy in pixels.
+
+    Returns:
+        ``(sum P_i, 5)`` rows ``(image_index, x1, y1, x2, y2)``.
+    """
+    rois = [torch.cat([b.new_full((b.shape[0], 1), float(i)), b[:, :4]], dim=1)
+            for i, b in enumerate(boxes)]
+    return torch.cat(rois) if rois else torch.zeros((0, 5))
+
+
+@MODELS.register_module()
+class StandardRoIHead(BaseModule):
+    """A box branch on proposals: RoI feature extractor + box head (+ assigner and sampler).
+
+    Training (:meth:`loss`): each image's proposals are assigned to its ground truth by
+    ``train_cfg['assigner']`` (IoU >= 0.5 positive, < 0.5 background), and
+    ``train_cfg['sampler']`` draws 512 RoIs at most a quarter positive, with the ground-truth
+    boxes added as proposals. Test (:meth:`predict`): every proposal is scored and refined; see
+    :meth:`Shared2FCBBoxHead.predict_single`.
+
+    Args:
+        bbox_roi_extractor: a ``MultiLevelRoIAlign`` or its config.
+        bbox_head: a ``Shared2FCBBoxHead`` or its config.
+        train_cfg: ``dict(assigner=..., sampler=...)`` (mmdetection's ``train_cfg.rcnn``).
+        test_cfg: ``dict(score_thr, nms=dict(type='nms', iou_threshold), max_per_img)``
+            (mmdetection's ``test_cfg.rcnn``), read by :class:`DenseTestConfig` (its
+            ``nms_pre`` is not used here).
+        init_cfg: mmengine init config.
+    """
+
+    def __init__(self, *, bbox_roi_extractor: Any, bbox_head: Any, train_cfg: dict | None = None,
+                 test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg)
+        self.bbox_roi_extractor = build_if_config(bbox_roi_extractor, TASK_UTILS)
+        self.bbox_head = build_if_config(bbox_head, MODELS)
+        train_cfg = dict(train_cfg or {})
+        self.assigner = (build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
+                         if 'assigner' in train_cfg else None)
+        self.sampler = (build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
+                        if 'sampler' in train_cfg else None)
+        if train_cfg:
+            raise KeyError(f'StandardRoIHead: train_cfg.rcnn has unknown keys '
+                           f'{sorted(train_cfg)}; expected assigner and sampler')
+        self.test_cfg = DenseTestConfig.from_config(test_cfg)
+
+    def forward(self, feats: Sequence[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores and class-specific deltas of every RoI.
+
+        Args:
+            feats: the pyramid (P2-P6); the extractor reads the levels it has strides for.
+            rois: ``(R, 5)`` ``(image_index, x1, y1, x2, y2)``.
+
+        Returns:
+            ``(cls_score (R, K + 1), bbox_pred (R, 4K))``.
+        """
+        return self.bbox_head(self.bbox_roi_extractor(feats, rois))
+
+    # ------------------------------------------------------------------ training
+    def assign_and_sample_proposals(self, proposals: Tensor, sample: DetSample) -> SamplingResult:
+        """Choose one image's training RoIs among its proposals (and its ground truth).
+
+        Args:
+            proposals: ``(P, 4)`` xyxy in input pixels (no gradient).
+            sample: the image's ground truth.
+
+        Returns:
+            The :class:`SamplingResult`.
+        """
+        if self.assigner is None or self.sampler is None:
+            raise RuntimeError('StandardRoIHead.loss needs train_cfg.rcnn=dict(assigner=..., '
+                               'sampler=...) in the model config')
+        gt_bboxes = sample.gt_bboxes.to(proposals)
+        gt_labels = sample.gt_labels.to(proposals.device)
+        assigned = self.assigner.assign(proposals, gt_bboxes, gt_labels, sample.gt_ignore_bboxes)
+        return self.sampler.sample(assigned, proposals, gt_bboxes, gt_labels)
+
+    def loss(self, feats: Sequence[Tensor], proposals: Sequence[Tensor],
+             samples: Sequence[DetSample]) -> dict[str, Tensor]:
+        """The box head's losses on the sampled proposals of a batch.
+
+        Args:
+            feats: the pyramid ``(B, C, Hl, Wl)`` per level.
+            proposals: B tensors ``(P_i, 4)``, the RPN's proposals (detached).
+            samples: B samples with ground truth (and ``label_groups`` for GroupSoftmax).
+
+        Returns:
+            ``dict(loss_cls, loss_bbox, acc)``, see :meth:`Shared2FCBBoxHead.loss`.
+        """
+        sampled = [self.assign_and_sample_proposals(p.detach(), s)
+                   for p, s in zip(proposals, samples)]
+        targets = [self.bbox_head.targets_from_sampling(s) for s in sampled]
+        labels = torch.cat([t[0] for t in targets])
+        bbox_targets = torch.cat([t[1] for t in targets])
+        rois = boxes_to_rois([s.priors for s in sampled])
+        cls_score, bbox_pred = self(feats, rois)
+        if not self.bbox_head.use_group_softmax:
+            return self.bbox_head.loss(cls_score, bbox_pred, labels, bbox_targets)
+        image_label_groups = stack_label_groups(samples, self.bbox_head.num_classes)
+        return self.bbox_head.loss(cls_score, bbox_pred, labels, bbox_targets,
+                                   roi_image_index=rois[:, 0].long(),
+                                   image_label_groups=image_label_groups.to(labels.device))
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, feats: Sequence[Tensor], proposals: Sequence[Tensor],
+                samples: Sequence[DetSample], rescale: bool = True) -> list[Detections]:
+        """Score and refine every proposal; threshold, class-aware NMS, rescale.
+
+        Args:
+            feats: the pyramid ``(B, C, Hl, Wl)`` per level.
+            proposals: B tensors ``(P_i, 4)`` xyxy in input pixels.
+            samples: B samples with ``img_shape`` and ``scale_factor``.
+            rescale: boxes in original-image pixels (else in input pixels).
+
+        Returns:
+            B :class:`Detections`, at most ``max_per_img`` each, sorted by score.
+        """
+        rois = boxes_to_rois(proposals).to(feats[0].device)
+        cls_score, bbox_pred = self(feats, rois)
+        counts = [p.shape[0] for p in proposals]
+        return [self.bbox_head.predict_single(boxes, scores, deltas, sample, self.test_cfg,
+                                              rescale)
+                for boxes, scores, deltas, sample in zip(proposals, cls_score.split(counts),
+                                                         bbox_pred.split(counts), samples)]

@@ -1,0 +1,380 @@
+"""Region proposal network: objectness and box deltas per anchor, proposals for the RoI head.
+
+Data flow (B images, L levels, A anchors per location, C objectness channels per anchor)::
+
+    feats[l] (B, 256, Hl, Wl) --rpn_conv 3x3 + ReLU--> --rpn_cls 1x1--> (B, A*C, Hl, Wl)
+                                                      --rpn_reg 1x1--> (B, A*4, Hl, Wl)
+
+Anchors are ordered location-major, anchor-minor, levels concatenated, as in
+:class:`~detkit.models.heads.RetinaHead`; channel ``a * C + c`` of ``rpn_cls`` is class ``c`` of
+anchor ``a``.
+
+Two objectness layouts:
+
+- single dataset (``num_datasets=None``, the default): ``C = 1``, a sigmoid per anchor, trained
+  with binary cross entropy. Training labels: 0 object, 1 background, -1 not sampled.
+- joint training on ``D`` datasets (``num_datasets=D``): ``C = D + 1``, a softmax over
+  ``{object of dataset 0, ..., object of dataset D-1, background}``, background LAST (index
+  ``D``) as everywhere in detkit. The positives of an image from dataset ``d``
+  (``DetSample.dataset_index``) are labelled ``d``, its negatives ``D``. With
+  ``use_group_softmax=True`` the loss is :class:`~detkit.models.losses.GroupSoftmaxLoss` with the
+  image's group vector ``gid[d] = 1`` and 0 for background and the other datasets' objects, so
+  dataset ``d``'s images train "object of ``d``" against "anything else", never pushing another
+  dataset's (unlabelled) objects towards background; with ``use_group_softmax=False`` it is plain
+  softmax cross entropy. The proposal score is ``1 - p(background)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
+from detkit.registry import MODELS, TASK_UTILS, build_if_config
+from detkit.structures import DetSample, Detections
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """How the RPN turns its outputs into proposals (mmdetection's ``rpn`` / ``rpn_proposal``).
+
+    Attributes:
+        nms_pre: per level, the top this many anchors by objectness are decoded (0: all).
+        max_per_img: proposals kept per image after NMS.
+        nms_iou_thr: IoU above which the lower-scoring of two proposals of the same level is
+            suppressed.
+        min_bbox_size: proposals whose width or height is at most this are removed (0 removes
+            only empty boxes, e.g. those clipped to a line at the image border).
+    """
+
+    nms_pre: int = 1000
+    max_per_img: int = 1000
+    nms_iou_thr: float = 0.7
+    min_bbox_size: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: dict | None, key: str) -> 'ProposalConfig':
+        """Read ``dict(nms_pre, max_per_img, nms=dict(type='nms', iou_threshold),
+        min_bbox_size)``; ``key`` names the config section in error messages."""
+        if cfg is None:
+            return cls()
+        cfg = dict(cfg)
+        nms = dict(cfg.pop('nms', {}) or {})
+        if nms.pop('type', 'nms') != 'nms':
+            raise ValueError(f"{key}.nms.type must be 'nms' (torchvision.ops.batched_nms with "
+                             f"level ids)")
+        if 'iou_threshold' in nms:
+            cfg['nms_iou_thr'] = nms.pop('iou_threshold')
+        if nms:
+            raise KeyError(f'{key}.nms has unknown keys {sorted(nms)}; expected iou_threshold')
+        known = {'nms_pre', 'max_per_img', 'nms_iou_thr', 'min_bbox_size'}
+        unknown = set(cfg) - known
+        if unknown:
+            raise KeyError(f'{key} has unknown keys {sorted(unknown)}; expected a subset of '
+                           f'{sorted((known - {"nms_iou_thr"}) | {"nms"})}')
+        return cls(**cfg)
+
+
+@MODELS.register_module()
+class RPNHead(BaseModule):
+    """Faster R-CNN's region proposal head (Ren et al., 2015), shared by all FPN levels.
+
+    One 3x3 conv ``rpn_conv`` + ReLU, then 1x1 convs ``rpn_cls`` (``A * C`` objectness logits,
+    see the module docstring for ``C``) and ``rpn_reg`` (``A * 4`` deltas). Module names are
+    mmdetection 3.x's, so its Faster R-CNN checkpoints load with ``strict=True``.
+
+    Training (:meth:`loss`): anchors are assigned by ``train_cfg['assigner']`` (IoU >= 0.7
+    object, < 0.3 background, each gt's best anchor object from IoU 0.3), ``train_cfg['sampler']``
+    draws 256 of them per image at most half positive, and both losses are divided by the number
+    of sampled anchors in the batch: objectness cross entropy over the sampled anchors, L1 on the
+    positives' deltas.
+
+    Args:
+        in_channels: channels of every input level.
+        feat_channels: channels of ``rpn_conv``.
+        anchor_generator: an ``AnchorGenerator`` or its config (Faster R-CNN: scale 8, ratios
+            0.5/1/2, strides 4-64 on P2-P6).
+        bbox_coder: a ``DeltaXYWHBBoxCoder`` or its config (means 0, stds 1).
+        loss_bbox: the box loss (``L1Loss``) or its config.
+        loss_cls: the objectness loss or its config; None picks the one the layout needs:
+            ``CrossEntropyLoss(use_sigmoid=True)`` for a single dataset,
+            ``GroupSoftmaxLoss()`` with ``use_group_softmax``, ``CrossEntropyLoss()``
+            otherwise. A loss given explicitly must agree with the layout.
+        num_datasets: None for the sigmoid RPN; ``D`` for the ``(D + 1)``-way softmax RPN of
+            joint training (images carry ``dataset_index`` in ``[0, D)``).
+        use_group_softmax: with ``num_datasets``, train the softmax with GroupSoftmax.
+        train_cfg: ``dict(assigner=..., sampler=...)``, both built here.
+        train_proposal_cfg: :class:`ProposalConfig` of the proposals made during training
+            (mmdetection's ``rpn_proposal``: nms_pre 2000, max_per_img 1000, NMS 0.7).
+        test_cfg: :class:`ProposalConfig` at test time (nms_pre 1000, max_per_img 1000).
+        init_cfg: mmengine init config; by default convs are N(0, 0.01) with zero bias.
+    """
+
+    def __init__(self, *, in_channels: int, feat_channels: int = 256, anchor_generator: Any,
+                 bbox_coder: Any, loss_bbox: Any, loss_cls: Any = None,
+                 num_datasets: int | None = None, use_group_softmax: bool = False,
+                 train_cfg: dict | None = None, train_proposal_cfg: dict | None = None,
+                 test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg)
+        if num_datasets is not None and (not isinstance(num_datasets, int) or num_datasets < 1):
+            raise ValueError(f'RPNHead: num_datasets must be None (sigmoid objectness) or a '
+                             f'positive int, got {num_datasets!r}')
+        if use_group_softmax and num_datasets is None:
+            raise ValueError('RPNHead: use_group_softmax=True needs num_datasets=D (the softmax '
+                             'over {object of each dataset, background})')
+        self.num_datasets = num_datasets
+        self.use_group_softmax = bool(use_group_softmax)
+        self.use_sigmoid = num_datasets is None
+        self.cls_out_channels = 1 if self.use_sigmoid else num_datasets + 1
+        self.background_label = 1 if self.use_sigmoid else num_datasets
+
+        self.anchor_generator = build_if_config(anchor_generator, TASK_UTILS)
+        self.bbox_coder = build_if_config(bbox_coder, TASK_UTILS)
+        self.loss_bbox = build_if_config(loss_bbox, MODELS)
+        self.loss_cls = self._objectness_loss(loss_cls)
+        train_cfg = dict(train_cfg or {})
+        self.assigner = (build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
+                         if 'assigner' in train_cfg else None)
+        self.sampler = (build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
+                        if 'sampler' in train_cfg else None)
+        if train_cfg:
+            raise KeyError(f'RPNHead: train_cfg.rpn has unknown keys {sorted(train_cfg)}; '
+                           'expected assigner and sampler')
+        self.train_proposal_cfg = ProposalConfig.from_config(
+            train_proposal_cfg or dict(nms_pre=2000), 'train_cfg.rpn_proposal')
+        self.test_cfg = ProposalConfig.from_config(test_cfg, 'test_cfg.rpn')
+
+        num_anchors = self.anchor_generator.num_base_anchors
+        if len(set(num_anchors)) != 1:
+            raise ValueError(f'RPNHead shares its convs across levels, so every level needs the '
+                             f'same number of anchors; got {num_anchors}')
+        self.num_anchors = num_anchors[0]
+        self.rpn_conv = nn.Conv2d(in_channels, feat_channels, 3, padding=1)
+        self.rpn_cls = nn.Conv2d(feat_channels, self.num_anchors * self.cls_out_channels, 1)
+        self.rpn_reg = nn.Conv2d(feat_channels, self.num_anchors * 4, 1)
+        if num_datasets is not None:
+            # Row d: object of dataset d is its own group (1); background and the other
+            # datasets' objects form the background group (0).
+            table = torch.zeros(num_datasets, num_datasets + 1, dtype=torch.int64)
+            table[torch.arange(num_datasets), torch.arange(num_datasets)] = 1
+            self.register_buffer('group_table', table, persistent=False)
+
+    def _objectness_loss(self, loss_cls: Any) -> nn.Module:
+        layout = ('num_datasets=None (sigmoid objectness)' if self.use_sigmoid else
+                  f'num_datasets={self.num_datasets}, use_group_softmax={self.use_group_softmax}')
+        if loss_cls is None:
+            if self.use_group_softmax:
+                return GroupSoftmaxLoss()
+            return CrossEntropyLoss(use_sigmoid=self.use_sigmoid)
+        loss_cls = build_if_config(loss_cls, MODELS)
+        if self.use_group_softmax != isinstance(loss_cls, GroupSoftmaxLoss) or \
+                getattr(loss_cls, 'use_sigmoid', self.use_sigmoid) != self.use_sigmoid:
+            wanted = ("dict(type='GroupSoftmaxLoss')" if self.use_group_softmax else
+                      f"dict(type='CrossEntropyLoss', use_sigmoid={self.use_sigmoid})")
+            raise ValueError(f'RPNHead: loss_cls={loss_cls!r} does not fit {layout}; use '
+                             f'loss_cls={wanted} or loss_cls=None (chosen from the layout)')
+        return loss_cls
+
+    def init_weights(self) -> None:
+        """N(0, 0.01) conv weights and zero biases (unless ``init_cfg`` says otherwise)."""
+        super().init_weights()
+        if self.init_cfg is not None:
+            return
+        for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Objectness logits and deltas of every level.
+
+        Args:
+            feats: L tensors ``(B, in_channels, Hl, Wl)`` (P2-P6).
+
+        Returns:
+            ``(cls_scores, bbox_preds)``: L tensors ``(B, A*C, Hl, Wl)`` and L tensors
+            ``(B, A*4, Hl, Wl)``.
+        """
+        cls_scores, bbox_preds = [], []
+        for feat in feats:
+            hidden = torch.relu(self.rpn_conv(feat))
+            cls_scores.append(self.rpn_cls(hidden))
+            bbox_preds.append(self.rpn_reg(hidden))
+        return cls_scores, bbox_preds
+
+    def anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device) -> list[Tensor]:
+        """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels."""
+        return self.anchor_generator.grid_anchors(featmap_sizes, device=device)
+
+    # ------------------------------------------------------------------ training
+    def object_label(self, sample: DetSample) -> int:
+        """The objectness label of the image's positive anchors: 0, or its dataset index."""
+        if self.use_sigmoid:
+            return 0
+        index = int(sample.dataset_index)
+        if not 0 <= index < self.num_datasets:
+            raise ValueError(f'RPNHead(num_datasets={self.num_datasets}): sample '
+                             f'{sample.img_path or sample.img_id!r} has dataset_index={index}, '
+                             f'expected 0..{self.num_datasets - 1}')
+        return index
+
+    def assign_and_sample_anchors(self, anchors: Tensor,
+                                  sample: DetSample) -> tuple[Tensor, Tensor]:
+        """Label the anchors of one image and encode the box targets of the sampled positives.
+
+        Args:
+            anchors: ``(N, 4)`` all levels' anchors, xyxy in input pixels.
+            sample: the image's ground truth (``gt_bboxes`` in the same pixels).
+
+        Returns:
+            ``(labels, bbox_targets)``: ``(N,)`` int64 with :meth:`object_label` for sampled
+            positives, the background label (1, or ``D``) for sampled negatives and ``-1`` for
+            every anchor not sampled; ``(N, 4)`` deltas, zero except at sampled positives.
+        """
+        if self.assigner is None or self.sampler is None:
+            raise RuntimeError('RPNHead.loss needs train_cfg.rpn=dict(assigner=..., '
+                               'sampler=...) in the model config')
+        gt_bboxes = sample.gt_bboxes.to(anchors)
+        object_labels = torch.zeros(gt_bboxes.shape[0], dtype=torch.int64,
+                                    device=anchors.device)
+        assigned = self.assigner.assign(anchors, gt_bboxes, object_labels,
+                                        sample.gt_ignore_bboxes)
+        sampled = self.sampler.sample(assigned, anchors, gt_bboxes, object_labels)
+        labels = torch.full((anchors.shape[0],), -1, dtype=torch.int64, device=anchors.device)
+        labels[sampled.neg_inds] = self.background_label
+        labels[sampled.pos_inds] = self.object_label(sample)
+        bbox_targets = torch.zeros_like(anchors)
+        if sampled.num_pos > 0:
+            bbox_targets[sampled.pos_inds] = self.bbox_coder.encode(sampled.pos_priors,
+                                                                    sampled.pos_gt_bboxes)
+        return labels, bbox_targets
+
+    def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+             samples: Sequence[DetSample]) -> dict[str, Tensor]:
+        """Objectness loss over the sampled anchors and L1 over the sampled positives, both
+        divided by the number of sampled anchors in the batch.
+
+        Args:
+            cls_scores: L tensors ``(B, A*C, Hl, Wl)``.
+            bbox_preds: L tensors ``(B, A*4, Hl, Wl)``.
+            samples: B samples with ``gt_bboxes`` (labels are not used: every gt is an object)
+                and, for the softmax layout, ``dataset_index``.
+
+        Returns:
+            ``dict(loss_rpn_cls=scalar, loss_rpn_bbox=scalar)``.
+        """
+        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device))
+        targets = [self.assign_and_sample_anchors(anchors, sample) for sample in samples]
+        labels = torch.stack([t[0] for t in targets])            # (B, N)
+        bbox_targets = torch.stack([t[1] for t in targets])      # (B, N, 4)
+        positive = (labels >= 0) & (labels != self.background_label)
+        num_sampled = (labels >= 0).sum().clamp(min=1).to(cls_scores[0].dtype)
+
+        logits = _flatten(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
+        deltas = _flatten(bbox_preds, 4)
+        if self.use_group_softmax:
+            image_dataset = torch.tensor([self.object_label(s) for s in samples],
+                                         device=logits.device)
+            loss_cls = self.loss_cls(
+                logits, labels.reshape(-1), avg_factor=num_sampled,
+                dataset_index=image_dataset.repeat_interleave(labels.shape[1]),
+                group_table=self.group_table)
+        else:
+            loss_cls = self.loss_cls(logits, labels.reshape(-1), avg_factor=num_sampled)
+        loss_bbox = self.loss_bbox(deltas[positive], bbox_targets[positive],
+                                   avg_factor=num_sampled)
+        return dict(loss_rpn_cls=loss_cls, loss_rpn_bbox=loss_bbox)
+
+    # ------------------------------------------------------------------ proposals
+    def objectness(self, cls_score: Tensor) -> Tensor:
+        """Per-anchor object probability of one level.
+
+        Sigmoid of the logit, or ``1 - p(background)`` of the softmax layout.
+
+        Args:
+            cls_score: ``(B, A*C, H, W)`` logits of one level.
+
+        Returns:
+            ``(B, H*W*A)`` probabilities in anchor order.
+        """
+        batch = cls_score.shape[0]
+        logits = cls_score.permute(0, 2, 3, 1).reshape(batch, -1, self.cls_out_channels)
+        if self.use_sigmoid:
+            return logits[..., 0].sigmoid()
+        return 1.0 - logits.softmax(dim=-1)[..., self.background_label]
+
+    def predict_proposals(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                          samples: Sequence[DetSample],
+                          for_training: bool = False) -> list[Detections]:
+        """The proposals of every image (no gradient flows back into the head).
+
+        Per level, the ``nms_pre`` anchors of highest objectness are decoded and clipped to
+        ``img_shape``; then empty and small boxes are removed, NMS runs with the level as the
+        group (a box suppresses only boxes of its own level) and the best ``max_per_img`` are
+        kept (:func:`select_proposals`).
+
+        Args:
+            cls_scores: L tensors ``(B, A*C, Hl, Wl)``.
+            bbox_preds: L tensors ``(B, A*4, Hl, Wl)``.
+            samples: B samples with ``img_shape``.
+            for_training: use ``train_proposal_cfg`` instead of ``test_cfg``.
+
+        Returns:
+            B :class:`Detections` with ``bboxes`` ``(P, 4)`` xyxy in input pixels (not
+            rescaled), ``scores`` ``(P,)`` objectness sorted decreasingly and ``labels`` 0.
+        """
+        cfg = self.train_proposal_cfg if for_training else self.test_cfg
+        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        level_anchors = self.anchors(featmap_sizes, cls_scores[0].device)
+        batch = cls_scores[0].shape[0]
+        level_scores = [self.objectness(m.detach()) for m in cls_scores]
+        level_deltas = [m.detach().permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in bbox_preds]
+        proposals = []
+        for i, sample in enumerate(samples):
+            boxes, scores, level_ids = [], [], []
+            for level, (anchors, objectness, deltas) in enumerate(
+                    zip(level_anchors, level_scores, level_deltas)):
+                objectness, deltas = objectness[i], deltas[i]
+                if 0 < cfg.nms_pre < objectness.numel():
+                    objectness, top = objectness.topk(cfg.nms_pre)
+                    anchors, deltas = anchors[top], deltas[top]
+                boxes.append(self.bbox_coder.decode(anchors, deltas, max_shape=sample.img_shape))
+                scores.append(objectness)
+                level_ids.append(torch.full_like(objectness, level, dtype=torch.int64))
+            boxes, scores = select_proposals(torch.cat(boxes), torch.cat(scores),
+                                             torch.cat(level_ids), cfg)
+            proposals.append(Detections(bboxes=boxes, scores=scores,
+                                        labels=torch.zeros_like(scores, dtype=torch.int64)))
+        return proposals
+
+
+def select_proposals(boxes: Tensor, scores: Tensor, level_ids: Tensor,
+                     cfg: ProposalConfig) -> tuple[Tensor, Tensor]:
+    """Remove small boxes, run NMS within each level, keep the best ``cfg.max_per_img``.
+
+    Args:
+        boxes: ``(N, 4)`` decoded candidates, xyxy in pixels.
+        scores: ``(N,)`` their objectness.
+        level_ids: ``(N,)`` int64 pyramid level of each candidate: the NMS group, so two
+            identical boxes from different levels both survive.
+        cfg: thresholds (``min_bbox_size``, ``nms_iou_thr``, ``max_per_img``).
+
+    Returns:
+        ``(boxes (P, 4), scores (P,))`` sorted by decreasing score.
+    """
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    large = (width > cfg.min_bbox_size) & (height > cfg.min_bbox_size)
+    boxes, scores, level_ids = boxes[large], scores[large], level_ids[large]
+    keep = batched_nms(boxes, scores, level_ids, cfg.nms_iou_thr)[:cfg.max_per_img]
+    return boxes[keep], scores[keep]
+
+
+def _flatten(maps: Sequence[Tensor], channels: int) -> Tensor:
+    """L maps ``(B, A*c, Hl, Wl)`` -> ``(B, sum_l Hl*Wl*A, c)`` in anchor order."""
+    batch = maps[0].shape[0]
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)

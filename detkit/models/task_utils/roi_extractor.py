@@ -1,0 +1,125 @@
+"""Multi-level RoIAlign: pool each region of interest from the pyramid level that fits its size."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from detkit.registry import TASK_UTILS
+
+
+def map_rois_to_levels(rois: Tensor, num_levels: int, finest_scale: float = 56.0) -> Tensor:
+    """The pyramid level each RoI is pooled from, by its scale ``sqrt(w * h)``.
+
+    ``level = floor(log2(scale / finest_scale + 1e-6))`` clamped to ``[0, num_levels - 1]``
+    (mmdetection's mapping): with ``finest_scale = 56`` and the levels P2-P5, RoIs smaller than
+    112 px go to P2, ``[112, 224)`` to P3, ``[224, 448)`` to P4 and larger ones to P5. (FPN's
+    paper maps a 224 px RoI to P4 through ``k0 + log2(scale / 224)``; this is the same rule
+    shifted so that level 0 is the finest level given.)
+
+    Args:
+        rois: ``(R, 5)`` ``(batch_index, x1, y1, x2, y2)`` or ``(R, 4)`` boxes, in pixels.
+        num_levels: the number of pyramid levels available.
+        finest_scale: RoIs below ``2 * finest_scale`` go to level 0; each doubling of the
+            scale moves one level coarser.
+
+    Returns:
+        ``(R,)`` int64 level indices.
+
+    Example:
+        >>> boxes = torch.tensor([[0., 0., 50., 50.], [0., 0., 112., 112.], [0., 0., 900., 900.]])
+        >>> map_rois_to_levels(boxes, num_levels=4).tolist()
+        [0, 1, 3]
+    """
+    boxes = rois[:, -4:]
+    scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]).clamp(min=0) *
+                       (boxes[:, 3] - boxes[:, 1]).clamp(min=0))
+    levels = torch.floor(torch.log2(scale / finest_scale + 1e-6))
+    return levels.clamp(min=0, max=num_levels - 1).long()
+
+
+@TASK_UTILS.register_module()
+class MultiLevelRoIAlign(nn.Module):
+    """RoIAlign (``torchvision.ops.roi_align``) on the pyramid level chosen per RoI.
+
+    The level of an RoI comes from :func:`map_rois_to_levels`; the RoI is then pooled from that
+    level with ``spatial_scale = 1 / featmap_strides[level]``. Holds no parameters.
+
+    Args:
+        featmap_strides: stride of each pyramid level read (Faster R-CNN: P2-P5,
+            ``[4, 8, 16, 32]``); the extractor reads the first ``len(featmap_strides)`` levels.
+        output_size: the pooled size (7 for the 2-fc box head).
+        sampling_ratio: sampling points per output bin along each axis; ``0`` chooses
+            ``ceil(roi_size / output_size)`` adaptively (torchvision's ``<= 0``).
+        aligned: shift the box coordinates by -0.5 pixel so that a pixel's centre is at
+            ``i + 0.5`` (mmdetection 3.x's default); False is the original RoIAlign.
+        finest_scale: see :func:`map_rois_to_levels`.
+
+    Example:
+        >>> extractor = MultiLevelRoIAlign(featmap_strides=[4, 8])
+        >>> feats = [torch.randn(1, 16, 32, 32), torch.randn(1, 16, 16, 16)]
+        >>> rois = torch.tensor([[0., 0., 0., 40., 40.], [0., 0., 0., 120., 120.]])
+        >>> extractor(feats, rois).shape
+        torch.Size([2, 16, 7, 7])
+    """
+
+    def __init__(self, featmap_strides: Sequence[int] = (4, 8, 16, 32), output_size: int = 7,
+                 sampling_ratio: int = 0, aligned: bool = True,
+                 finest_scale: float = 56.0) -> None:
+        super().__init__()
+        if not featmap_strides or any(s <= 0 for s in featmap_strides):
+            raise ValueError(f'MultiLevelRoIAlign: featmap_strides must be a non-empty list of '
+                             f'positive strides, got {featmap_strides!r}')
+        if output_size < 1 or finest_scale <= 0:
+            raise ValueError(f'MultiLevelRoIAlign: need output_size >= 1 and finest_scale > 0, '
+                             f'got {output_size} and {finest_scale}')
+        self.featmap_strides = [int(s) for s in featmap_strides]
+        self.output_size = int(output_size)
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+        self.finest_scale = float(finest_scale)
+
+    @property
+    def num_levels(self) -> int:
+        """The number of pyramid levels read."""
+        return len(self.featmap_strides)
+
+    def forward(self, feats: Sequence[Tensor], rois: Tensor) -> Tensor:
+        """Pool every RoI from its level.
+
+        Args:
+            feats: at least ``num_levels`` maps ``(B, C, Hl, Wl)``, finest first; extra
+                (coarser) levels such as P6 are not read.
+            rois: ``(R, 5)`` ``(batch_index, x1, y1, x2, y2)``, boxes in pixels of the batch.
+
+        Returns:
+            ``(R, C, output_size, output_size)`` pooled features, in the order of ``rois``.
+        """
+        if len(feats) < self.num_levels:
+            raise ValueError(f'MultiLevelRoIAlign: got {len(feats)} feature levels but '
+                             f'featmap_strides={self.featmap_strides} needs {self.num_levels}')
+        if rois.dim() != 2 or rois.shape[1] != 5:
+            raise ValueError(f'MultiLevelRoIAlign: rois must have shape (R, 5) (batch_index, '
+                             f'x1, y1, x2, y2), got {tuple(rois.shape)}')
+        size = self.output_size
+        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], size, size))
+        if rois.shape[0] == 0:
+            return out
+        rois = rois.to(feats[0].dtype)
+        levels = map_rois_to_levels(rois, self.num_levels, self.finest_scale)
+        for level, stride in enumerate(self.featmap_strides):
+            index = torch.nonzero(levels == level).squeeze(1)
+            if index.numel() == 0:
+                continue
+            pooled = roi_align(feats[level], rois[index], output_size=(size, size),
+                               spatial_scale=1.0 / stride, sampling_ratio=self.sampling_ratio,
+                               aligned=self.aligned)
+            out.index_copy_(0, index, pooled.to(out.dtype))
+        return out
+
+    def extra_repr(self) -> str:
+        return (f'featmap_strides={self.featmap_strides}, output_size={self.output_size}, '
+                f'sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, '
+                f'finest_scale={self.finest_scale}')
