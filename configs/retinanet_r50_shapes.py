@@ -1,5 +1,5 @@
 # Quick start: the RetinaNet R50-FPN of configs/retinanet_r50.py, trained from scratch (no
-# ImageNet weights are needed) on the synthetic shapes set at 320 px, on a CPU in minutes.
+# ImageNet weights are needed) on the synthetic shapes set at 256 px, on a CPU.
 #   python tools/misc/make_synthetic.py shapes --out data/shapes
 #   python tools/train.py configs/retinanet_r50_shapes.py
 _base_ = [
@@ -13,14 +13,14 @@ model = dict(
     backbone=dict(frozen_stages=-1, norm_eval=False, init_cfg=None),
     bbox_head=dict(num_classes=5))
 
-max_epochs = 12
+max_epochs = 8
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=4)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=200),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11],
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[6, 7],
          gamma=0.1),
 ]
 optim_wrapper = dict(

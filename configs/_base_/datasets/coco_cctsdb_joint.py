@@ -47,15 +47,16 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 
 # Validation on COCO val2017 (its 80 classes are union labels 0..79). The joint model also
-# predicts labels 80..82 (signs), which COCO's annotation file has no category for: detections
-# with those labels must be left out before CocoMetric (whose labels are COCO's 80 classes).
+# predicts labels 80..82 (signs), which COCO's annotation file has no category for:
+# skip_other_labels=True leaves them out (and logs how many).
 # CCTSDB's test split: convert it once with
 #   python tools/dataset_converters/cctsdb2coco.py data/cctsdb/xml \
 #       data/cctsdb/annotations/instances_test.json --img-dir data/cctsdb/test_img \
 #       --skip-missing-images
 # and test with CocoDataset(data_root=cctsdb_root, ann_file='annotations/instances_test.json',
 # data_prefix=dict(img='test_img/'), metainfo=dict(classes=('warning', 'prohibitory',
-# 'mandatory'))) and CocoMetric on that file, mapping the model's labels 80..82 to 0..2.
+# 'mandatory'))) and CocoMetric(ann_file=..., label_offset=80, skip_other_labels=True), which
+# maps the model's labels 80..82 to the file's 3 classes and leaves COCO's classes out.
 val_dataloader = dict(
     batch_size=1,
     num_workers=2,
@@ -74,5 +75,6 @@ test_dataloader = val_dataloader
 val_evaluator = dict(
     type='CocoMetric',
     ann_file=coco_root + 'annotations/instances_val2017.json',
-    metric='bbox')
+    metric='bbox',
+    skip_other_labels=True)
 test_evaluator = val_evaluator

@@ -1,5 +1,5 @@
 # The synthetic shapes set (python tools/misc/make_synthetic.py shapes --out data/shapes):
-# COCO layout, five classes, images 256-512 px, resized here so the longer side is <= 320.
+# COCO layout, five classes, images 256-512 px, resized here so the longer side is 256.
 dataset_type = 'CocoDataset'
 data_root = 'data/shapes/'
 classes = ('circle', 'square', 'triangle', 'star', 'cross')
@@ -7,13 +7,13 @@ classes = ('circle', 'square', 'triangle', 'star', 'cross')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=(320, 320), keep_ratio=True),
+    dict(type='Resize', scale=(256, 256), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(320, 320), keep_ratio=True),
+    dict(type='Resize', scale=(256, 256), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackDetInputs'),
 ]

@@ -1,0 +1,35 @@
+# Partial-label benchmark, baseline: a Faster R-CNN (ResNet-18 FPN, from scratch) trained on the
+# two subsets of data/shapes_partial joined (A labels circle/square/triangle, B star/cross) with
+# a plain softmax: every object of the other subset's classes is trained as background.
+#   python tools/misc/make_synthetic.py partial --out data/shapes_partial --num-train 300
+#   python tools/analysis/benchmark_partial_labels.py     (trains this and the GroupSoftmax one)
+_base_ = [
+    '_base_/models/faster_rcnn_r50_fpn.py',
+    '_base_/datasets/shapes_partial.py',
+    '_base_/default_runtime.py',
+]
+
+model = dict(
+    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=128),
+    rpn_head=dict(in_channels=128, feat_channels=128),
+    roi_head=dict(bbox_head=dict(num_classes=5, in_channels=128, fc_out_channels=512)))
+
+max_epochs = 12
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[9, 11],
+         gamma=0.1),
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001),
+    clip_grad=dict(max_norm=35, norm_type=2))
+
+default_hooks = dict(logger=dict(interval=25), checkpoint=dict(interval=max_epochs))
+log_processor = dict(window_size=25)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)
