@@ -26,7 +26,6 @@ import re
 from typing import Mapping, Sequence
 
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from detkit.models.layers import ConvModule
@@ -223,30 +222,12 @@ class MobileNetV2(BaseBackbone):
         """The eight modules of out indices 0..7."""
         return [getattr(self, name) for name in self.stage_names] + [self.final_conv]
 
-    def _freeze_stages(self) -> None:
+    def frozen_modules(self) -> list[nn.Module]:
+        """The stem (``frozen_stages >= 0``) and the first ``frozen_stages`` output modules."""
         if self.frozen_stages < 0:
-            return
-        for module in [self.stem] + self._output_modules()[:self.frozen_stages]:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+            return []
+        return [self.stem] + self._output_modules()[:self.frozen_stages]
 
-    def train(self, mode: bool = True) -> 'MobileNetV2':
-        """Set train/eval mode, keeping frozen stages (and, with ``norm_eval``, BN) in eval.
-
-        Args:
-            mode: ``True`` for training mode.
-
-        Returns:
-            ``self``.
-        """
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
 
     def convert_torchvision_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict:

@@ -422,32 +422,13 @@ class ResNet(BaseBackbone):
             return [self.stem]
         return [self.conv1, getattr(self, self.norm1_name)]
 
-    def _freeze_stages(self) -> None:
+    def frozen_modules(self) -> list[nn.Module]:
+        """The stem (``frozen_stages >= 0``) and stages ``layer1 .. layer{frozen_stages}``."""
         if self.frozen_stages < 0:
-            return
-        frozen = self._stem_modules() + [getattr(self, f'layer{i}')
-                                         for i in range(1, self.frozen_stages + 1)]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+            return []
+        return self._stem_modules() + [getattr(self, f'layer{i}')
+                                       for i in range(1, self.frozen_stages + 1)]
 
-    def train(self, mode: bool = True) -> 'ResNet':
-        """Set train/eval mode, keeping frozen stages (and, with ``norm_eval``, BN) in eval.
-
-        Args:
-            mode: ``True`` for training mode.
-
-        Returns:
-            ``self``.
-        """
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """Compute the features of the stages in ``out_indices``.

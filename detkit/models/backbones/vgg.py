@@ -11,7 +11,6 @@ import re
 from typing import Mapping, Sequence
 
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from detkit.models.layers import ConvModule
 from detkit.models.backbones.base import BaseBackbone
@@ -134,29 +133,10 @@ class VGG(BaseBackbone):
         self.out_channels = tuple(STAGE_CHANNELS[i] for i in self.out_indices)
         self._freeze_stages()
 
-    def _freeze_stages(self) -> None:
-        for name in self.stage_names[:max(self.frozen_stages, 0)]:
-            stage = getattr(self, name)
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
+    def frozen_modules(self) -> list[nn.Module]:
+        """The first ``frozen_stages`` stages (VGG has no stem)."""
+        return [getattr(self, name) for name in self.stage_names[:max(self.frozen_stages, 0)]]
 
-    def train(self, mode: bool = True) -> 'VGG':
-        """Set train/eval mode, keeping frozen stages (and, with ``norm_eval``, BN) in eval.
-
-        Args:
-            mode: ``True`` for training mode.
-
-        Returns:
-            ``self``.
-        """
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
 
     def convert_torchvision_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict:
