@@ -100,7 +100,7 @@ def test_full_recipe_config_builds_with_the_1x_schedule():
                                                                                        32, 64]
     assert cfg.model.train_cfg.rpn_proposal.nms_pre == 2000
     assert cfg.model.test_cfg.rpn.nms_pre == 1000
-    assert cfg.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+    assert cfg.model.backbone.init_cfg.checkpoint == 'torchvision://ResNet50_Weights.IMAGENET1K_V1'
 
 
 # ---------------------------------------------------------------------------- a small Faster R-CNN
