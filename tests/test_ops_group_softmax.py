@@ -266,9 +266,9 @@ def test_bad_inputs_raise_clear_errors(cpu_kernels):
     logits = torch.zeros(3, 4)
     table = torch.zeros(2, 4, dtype=torch.long)
     index = torch.zeros(3, dtype=torch.long)
-    with pytest.raises(RuntimeError, match=r'row 1 has target 4 \(must lie in \[-1, 3\]\)'):
+    with pytest.raises(ValueError, match=r'row 1 has target 4 \(must lie in \[-1, 3\]\)'):
         group_softmax_cross_entropy(logits, torch.tensor([0, 4, 1]), index, table)
-    with pytest.raises(RuntimeError, match=r'dataset index 2 \(must lie in \[0, 1\]\)'):
+    with pytest.raises(ValueError, match=r'dataset index 2 \(must lie in \[0, 1\]\)'):
         group_softmax_cross_entropy(logits, torch.tensor([0, 1, 1]), torch.tensor([0, 0, 2]),
                                     table)
     with pytest.raises(ValueError, match=r'group_table must be an integer tensor of shape'):

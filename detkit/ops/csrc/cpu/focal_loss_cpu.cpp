@@ -302,7 +302,7 @@ void sigmoid_focal_loss_forward_cpu(const at::Tensor& logits, const at::Tensor& 
     default:
       TORCH_CHECK(false, kOp, ": unsupported dtype ", logits.scalar_type());
   }
-  TORCH_CHECK(bad_row < 0, kOp, ": labels must lie in [-1, ", num_classes, "] (-1 ignored, ",
+  TORCH_CHECK_VALUE(bad_row < 0, kOp, ": labels must lie in [-1, ", num_classes, "] (-1 ignored, ",
               num_classes, " background); row ", bad_row, " has ",
               bad_row >= 0 ? labels.data_ptr<int64_t>()[bad_row] : 0);
 }

@@ -260,7 +260,7 @@ void group_softmax_forward_cpu(const at::Tensor& logits, const at::Tensor& targe
       TORCH_CHECK(false, kOp, ": unsupported dtype ", logits.scalar_type());
   }
   if (bad_row >= 0) {
-    TORCH_CHECK(false, kOp, ": row ", bad_row, " has target ",
+    TORCH_CHECK_VALUE(false, kOp, ": row ", bad_row, " has target ",
                 targets.data_ptr<int64_t>()[bad_row], " (must lie in [-1, ", cols - 1,
                 "]) and dataset index ", dataset_index.data_ptr<int64_t>()[bad_row],
                 " (must lie in [0, ", group_table.size(0) - 1, "])");
