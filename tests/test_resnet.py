@@ -142,6 +142,30 @@ def test_with_cp_gradients_equal_plain_and_recompute():
     assert plain.conv1.weight.grad.abs().sum() > 0
 
 
+def test_with_cp_checkpoints_the_first_trainable_block_behind_frozen_stages():
+    # layer1 frozen: layer2.0's input needs no grad, but its weights do; it is recomputed too,
+    # while the frozen layer1 blocks are not.
+    torch.manual_seed(0)
+    kwargs = dict(depth=50, stem_channels=8, base_channels=8, frozen_stages=1)
+    plain = ResNet(**kwargs, with_cp=False).train()
+    cp = ResNet(**kwargs, with_cp=True).train()
+    cp.load_state_dict(plain.state_dict())
+    trainable_calls, frozen_calls = [], []
+    cp.layer2[0].conv1.register_forward_hook(lambda *args: trainable_calls.append(1))
+    cp.layer1[0].conv1.register_forward_hook(lambda *args: frozen_calls.append(1))
+    x = torch.randn(2, 3, 32, 32)
+    sum(o.pow(2).sum() for o in plain(x)).backward()
+    sum(o.pow(2).sum() for o in cp(x)).backward()
+    assert len(trainable_calls) == 2 and len(frozen_calls) == 1
+    for (name, p1), (_, p2) in zip(plain.named_parameters(), cp.named_parameters()):
+        if p1.requires_grad:
+            assert torch.allclose(p1.grad, p2.grad, atol=1e-5, rtol=1e-4), name
+    with torch.no_grad():  # no backward will come: nothing is checkpointed
+        trainable_calls.clear()
+        cp(x)
+    assert len(trainable_calls) == 1
+
+
 def test_style_places_the_stride():
     pytorch = ResNet(depth=50, style='pytorch', base_channels=8, stem_channels=8)
     caffe = ResNet(depth=50, style='caffe', base_channels=8, stem_channels=8)

@@ -1,11 +1,40 @@
 """The one base class of detkit's backbones: frozen stages, ``norm_eval`` and ``init_cfg``."""
 from __future__ import annotations
 
+from typing import Callable
+
+import torch
 from mmengine.model import BaseModule
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 from detkit.models.weight_init import detkit_default_scope
+
+
+def maybe_checkpoint(function: Callable[[Tensor], Tensor], x: Tensor, block: nn.Module,
+                     enabled: bool) -> Tensor:
+    """``function(x)``, under activation checkpointing when that saves memory in a backward.
+
+    With ``enabled`` (a block's ``with_cp`` while training), the block's activations are
+    recomputed in backward instead of stored, whenever a backward will reach it: grad mode is on
+    and its input or one of its own parameters needs grad. A block behind frozen stages (input
+    without grad, trainable weights) is checkpointed too: the non-reentrant checkpoint needs no
+    input gradient.
+
+    Args:
+        function: the block's computation, ``(N, C, H, W) -> (N, C', H', W')``.
+        x: its input.
+        block: the module whose parameters ``function`` uses.
+        enabled: whether checkpointing is wanted.
+
+    Returns:
+        ``function(x)``.
+    """
+    if enabled and torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in block.parameters())):
+        return checkpoint(function, x, use_reentrant=False)
+    return function(x)
 
 
 class BaseBackbone(BaseModule):

@@ -26,10 +26,9 @@ import re
 from typing import Mapping, Sequence
 
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from detkit.models.layers import ConvModule
-from detkit.models.backbones.base import BaseBackbone
+from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
 from detkit.registry import MODELS
 
 # (expand ratio t, output channels c, number of blocks n, stride of the first block s).
@@ -74,8 +73,8 @@ class InvertedResidual(nn.Module):
         expand_ratio: hidden width is ``round(in_channels * expand_ratio)``.
         norm_cfg: norm config of the three convs.
         act_cfg: activation config of the expansion and depthwise convs.
-        with_cp: run the block under activation checkpointing when training and the input
-            requires grad.
+        with_cp: run the block under activation checkpointing when training and a backward
+            will reach it (see :func:`~detkit.models.backbones.base.maybe_checkpoint`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int,
@@ -106,9 +105,7 @@ class InvertedResidual(nn.Module):
         Returns:
             ``(N, out_channels, ceil(H / stride), ceil(W / stride))``.
         """
-        if self.with_cp and self.training and x.requires_grad:
-            return checkpoint(self._block, x, use_reentrant=False)
-        return self._block(x)
+        return maybe_checkpoint(self._block, x, self, self.with_cp and self.training)
 
 
 @MODELS.register_module()
@@ -155,8 +152,8 @@ class MobileNetV2(BaseBackbone):
         act_cfg: activation of the stem, expansion, depthwise and final convs (ReLU6).
         norm_eval: keep every BatchNorm in eval mode (frozen running statistics) while the
             rest of the model trains, as detkit's ResNet does by default.
-        with_cp: activation checkpointing of each inverted residual when training and its
-            input requires grad (saves memory, costs a second forward of the block).
+        with_cp: activation checkpointing of each inverted residual when training and a
+            backward will reach it (saves memory, costs a second forward of the block).
         init_cfg: mmengine initialization config.
 
     Example:

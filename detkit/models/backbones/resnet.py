@@ -12,11 +12,10 @@ from typing import Sequence
 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.checkpoint import checkpoint
 
 from detkit.models.backbones.plugins import POSITIONS, build_plugin, plugin_base_name
 from detkit.models.layers import build_norm_layer
-from detkit.models.backbones.base import BaseBackbone
+from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
 from detkit.registry import MODELS
 
 # (config, position) of the plugins of one stage, as passed to a block.
@@ -106,7 +105,7 @@ class BasicBlock(nn.Module):
         Returns:
             ``(N, planes, H / stride, W / stride)`` (sizes rounded up).
         """
-        return self.relu(_maybe_checkpoint(self._residual, x, self.with_cp and self.training))
+        return self.relu(maybe_checkpoint(self._residual, x, self, self.with_cp and self.training))
 
 
 class Bottleneck(nn.Module):
@@ -181,14 +180,7 @@ class Bottleneck(nn.Module):
         Returns:
             ``(N, planes * 4, H / stride, W / stride)`` (sizes rounded up).
         """
-        return self.relu(_maybe_checkpoint(self._residual, x, self.with_cp and self.training))
-
-
-def _maybe_checkpoint(function, x: Tensor, enabled: bool) -> Tensor:
-    # Recomputing in backward only pays off when something upstream needs the gradient.
-    if enabled and x.requires_grad:
-        return checkpoint(function, x, use_reentrant=False)
-    return function(x)
+        return self.relu(maybe_checkpoint(self._residual, x, self, self.with_cp and self.training))
 
 
 @MODELS.register_module()
