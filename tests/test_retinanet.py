@@ -12,7 +12,8 @@ from mmengine.optim import OptimWrapper
 
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
-from detkit.structures import DetSample, Detections
+from detkit.structures import DetSample
+from detector_checks import predict_with_rescaled_second_image
 
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/_base_/models/retinanet_r50_fpn.py'
 IMAGE_SIZE = 128
@@ -174,33 +175,8 @@ def test_training_on_one_batch_reduces_the_loss(trained):
 
 def test_predict_after_training_rescales_boxes_to_the_original_image(trained):
     model, images, samples, _ = trained
-    samples = copy.deepcopy(samples)
-    # image 1 was resized from (h=256, w=64): its boxes go back by (w / 2, h * 2)
-    samples[1].ori_shape = (256, 64)
-    samples[1].scale_factor = (2.0, 0.5)
-    batch = model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
-    with torch.no_grad():
-        predicted = model(batch['inputs'], batch['data_samples'], mode='predict')
-        resized = model.predict(batch['inputs'], copy.deepcopy(batch['data_samples']),
-                                rescale=False)
-    assert len(predicted) == 2
-    for sample, in_resized in zip(predicted, resized):
-        dets = sample.pred
-        assert isinstance(dets, Detections)
-        assert 0 < len(dets) <= 100
-        assert dets.bboxes.shape == (len(dets), 4) and dets.labels.dtype == torch.int64
-        assert torch.all(dets.scores[:-1] >= dets.scores[1:])
-        assert torch.all(dets.scores > 0.05)
-        assert torch.all((dets.labels >= 0) & (dets.labels < NUM_CLASSES))
-        w_scale, h_scale = sample.scale_factor
-        scale = torch.tensor([w_scale, h_scale, w_scale, h_scale])
-        assert torch.equal(dets.scores, in_resized.pred.scores)
-        assert torch.allclose(dets.bboxes, in_resized.pred.bboxes / scale)
-        # inside the original image
-        ori_h, ori_w = sample.ori_shape
-        assert torch.all(dets.bboxes >= 0)
-        assert torch.all(dets.bboxes[:, [0, 2]] <= ori_w + 1e-4)
-        assert torch.all(dets.bboxes[:, [1, 3]] <= ori_h + 1e-4)
+    batch, predicted, resized = predict_with_rescaled_second_image(model, images, samples,
+                                                                   NUM_CLASSES)
     assert predicted[1].scale_factor == (2.0, 0.5)
     assert not torch.allclose(predicted[1].pred.bboxes, resized[1].pred.bboxes)
 

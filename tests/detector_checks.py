@@ -1,0 +1,50 @@
+"""Checks shared by the detector tests (RetinaNet, Faster R-CNN)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from detkit.structures import Detections
+
+
+def predict_with_rescaled_second_image(model, images, samples, num_classes: int):
+    """Predict on two images, the second declared resized from (h=256, w=64), and check that
+    boxes in original pixels are the resized-image boxes divided by ``scale_factor``.
+
+    Args:
+        model: a trained detector.
+        images: two ``(3, H, W)`` uint8 images.
+        samples: their DetSamples.
+        num_classes: K; every label must lie in ``0 .. K-1``.
+
+    Returns:
+        ``(batch, predicted, resized)``: the preprocessed batch and the samples predicted with
+        and without rescaling.
+    """
+    samples = copy.deepcopy(samples)
+    samples[1].ori_shape = (256, 64)
+    samples[1].scale_factor = (2.0, 0.5)  # its boxes go back by (w / 2, h * 2)
+    batch = model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
+    with torch.no_grad():
+        predicted = model(batch['inputs'], batch['data_samples'], mode='predict')
+        resized = model.predict(batch['inputs'], copy.deepcopy(batch['data_samples']),
+                                rescale=False)
+    assert len(predicted) == 2
+    for sample, in_resized in zip(predicted, resized):
+        dets = sample.pred
+        assert isinstance(dets, Detections)
+        assert 0 < len(dets) <= 100
+        assert dets.bboxes.shape == (len(dets), 4) and dets.labels.dtype == torch.int64
+        assert torch.all(dets.scores[:-1] >= dets.scores[1:])
+        assert torch.all(dets.scores > 0.05)
+        assert torch.all((dets.labels >= 0) & (dets.labels < num_classes))
+        w_scale, h_scale = sample.scale_factor
+        scale = torch.tensor([w_scale, h_scale, w_scale, h_scale])
+        assert torch.equal(dets.scores, in_resized.pred.scores)
+        torch.testing.assert_close(dets.bboxes, in_resized.pred.bboxes / scale)
+        ori_h, ori_w = sample.ori_shape  # inside the original image
+        assert torch.all(dets.bboxes >= 0)
+        assert torch.all(dets.bboxes[:, [0, 2]] <= ori_w + 1e-4)
+        assert torch.all(dets.bboxes[:, [1, 3]] <= ori_h + 1e-4)
+    return batch, predicted, resized
