@@ -1,7 +1,6 @@
 """Detectors: the top-level models a config's ``model`` builds."""
+from .base import BaseDetector
 from .single_stage import RetinaNet, SingleStageDetector
-
-__all__ = ['RetinaNet', 'SingleStageDetector']
 from .two_stage import FasterRCNN, TwoStageDetector
 
-__all__ += ['FasterRCNN', 'TwoStageDetector']
+__all__ = ['BaseDetector', 'FasterRCNN', 'RetinaNet', 'SingleStageDetector', 'TwoStageDetector']

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mmengine.model import BaseModel
 from torch import Tensor
 
-from detkit.registry import MODELS, build_if_config
+from detkit.models.detectors.base import BaseDetector
+from detkit.registry import MODELS
 from detkit.structures import DetSample
 
 
 @MODELS.register_module()
-class SingleStageDetector(BaseModel):
+class SingleStageDetector(BaseDetector):
     """A backbone, an optional neck and a dense head, run on a preprocessed batch.
 
     ``forward(inputs, data_samples, mode)`` follows mmengine's ``BaseModel`` contract:
@@ -34,50 +34,10 @@ class SingleStageDetector(BaseModel):
     def __init__(self, backbone: Any, bbox_head: Any, neck: Any = None,
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
                  data_preprocessor: Any = None, init_cfg: dict | None = None) -> None:
-        if data_preprocessor is None:
-            data_preprocessor = dict(type='DetDataPreprocessor')
-        super().__init__(data_preprocessor=build_if_config(data_preprocessor, MODELS),
-                         init_cfg=init_cfg)
-        self.backbone = build_if_config(backbone, MODELS)
-        self.neck = build_if_config(neck, MODELS) if neck is not None else None
+        super().__init__(backbone, neck, data_preprocessor, init_cfg)
         if isinstance(bbox_head, dict):
             bbox_head = MODELS.build(dict(bbox_head, train_cfg=train_cfg, test_cfg=test_cfg))
         self.bbox_head = bbox_head
-
-    def extract_feat(self, inputs: Tensor) -> tuple[Tensor, ...]:
-        """Backbone (and neck) features.
-
-        Args:
-            inputs: ``(B, 3, H, W)`` normalised, padded batch.
-
-        Returns:
-            The feature maps the head reads, e.g. P3-P7 ``(B, 256, H/s, W/s)``.
-        """
-        feats = self.backbone(inputs)
-        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
-
-    def forward(self, inputs: Tensor, data_samples: Sequence[DetSample] | None = None,
-                mode: str = 'tensor') -> Any:
-        """Dispatch on ``mode`` (see the class docstring).
-
-        Args:
-            inputs: ``(B, 3, H, W)`` batch from the data preprocessor.
-            data_samples: B samples; required for ``'loss'`` and ``'predict'``.
-            mode: ``'loss'``, ``'predict'`` or ``'tensor'``.
-
-        Returns:
-            A loss dict, the samples with detections, or the head's raw outputs.
-        """
-        if mode not in ('loss', 'predict', 'tensor'):
-            raise ValueError(f"SingleStageDetector.forward: mode={mode!r}; expected 'loss', "
-                             "'predict' or 'tensor'")
-        if mode == 'tensor':
-            return self.bbox_head(self.extract_feat(inputs))
-        if data_samples is None:
-            raise ValueError(f"SingleStageDetector.forward(mode={mode!r}) needs data_samples")
-        if mode == 'loss':
-            return self.loss(inputs, data_samples)
-        return self.predict(inputs, data_samples)
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """The head's losses for a batch with ground truth."""
@@ -98,9 +58,11 @@ class SingleStageDetector(BaseModel):
         """
         cls_scores, bbox_preds = self.bbox_head(self.extract_feat(inputs))
         detections = self.bbox_head.predict(cls_scores, bbox_preds, data_samples, rescale)
-        for sample, dets in zip(data_samples, detections):
-            sample.pred = dets
-        return list(data_samples)
+        return self.attach_detections(data_samples, detections)
+
+    def _forward_tensor(self, inputs: Tensor,
+                        data_samples: Sequence[DetSample] | None) -> tuple[list, list]:
+        return self.bbox_head(self.extract_feat(inputs))
 
 
 @MODELS.register_module()

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mmengine.model import BaseModel
 from torch import Tensor
 
 from detkit.models.heads.roi_head import boxes_to_rois
-from detkit.registry import MODELS, build_if_config
+from detkit.models.detectors.base import BaseDetector
+from detkit.registry import MODELS
 from detkit.structures import DetSample, Detections
 
 TRAIN_CFG_KEYS = ('rpn', 'rpn_proposal', 'rcnn')
@@ -15,7 +15,7 @@ TEST_CFG_KEYS = ('rpn', 'rcnn')
 
 
 @MODELS.register_module()
-class TwoStageDetector(BaseModel):
+class TwoStageDetector(BaseDetector):
     """A backbone, an optional neck, an RPN head and an RoI head, run on a preprocessed batch.
 
     ``forward(inputs, data_samples, mode)`` follows mmengine's ``BaseModel`` contract:
@@ -47,10 +47,7 @@ class TwoStageDetector(BaseModel):
     def __init__(self, backbone: Any, rpn_head: Any, roi_head: Any, neck: Any = None,
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
                  data_preprocessor: Any = None, init_cfg: dict | None = None) -> None:
-        if data_preprocessor is None:
-            data_preprocessor = dict(type='DetDataPreprocessor')
-        super().__init__(data_preprocessor=build_if_config(data_preprocessor, MODELS),
-                         init_cfg=init_cfg)
+        super().__init__(backbone, neck, data_preprocessor, init_cfg)
         train_cfg, test_cfg = dict(train_cfg or {}), dict(test_cfg or {})
         for name, cfg, known in (('train_cfg', train_cfg, TRAIN_CFG_KEYS),
                                  ('test_cfg', test_cfg, TEST_CFG_KEYS)):
@@ -58,8 +55,6 @@ class TwoStageDetector(BaseModel):
             if unknown:
                 raise KeyError(f'{type(self).__name__}: model.{name} has unknown sections '
                                f'{sorted(unknown)}; expected a subset of {list(known)}')
-        self.backbone = build_if_config(backbone, MODELS)
-        self.neck = build_if_config(neck, MODELS) if neck is not None else None
         if isinstance(rpn_head, dict):
             rpn_head = MODELS.build(dict(rpn_head, train_cfg=train_cfg.get('rpn'),
                                          train_proposal_cfg=train_cfg.get('rpn_proposal'),
@@ -69,42 +64,6 @@ class TwoStageDetector(BaseModel):
             roi_head = MODELS.build(dict(roi_head, train_cfg=train_cfg.get('rcnn'),
                                          test_cfg=test_cfg.get('rcnn')))
         self.roi_head = roi_head
-
-    def extract_feat(self, inputs: Tensor) -> tuple[Tensor, ...]:
-        """Backbone (and neck) features.
-
-        Args:
-            inputs: ``(B, 3, H, W)`` normalised, padded batch.
-
-        Returns:
-            The pyramid the heads read, e.g. P2-P6 ``(B, 256, H/s, W/s)``.
-        """
-        feats = self.backbone(inputs)
-        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
-
-    def forward(self, inputs: Tensor, data_samples: Sequence[DetSample] | None = None,
-                mode: str = 'tensor') -> Any:
-        """Dispatch on ``mode`` (see the class docstring).
-
-        Args:
-            inputs: ``(B, 3, H, W)`` batch from the data preprocessor.
-            data_samples: B samples; required for ``'loss'`` and ``'predict'``.
-            mode: ``'loss'``, ``'predict'`` or ``'tensor'``.
-
-        Returns:
-            A loss dict, the samples with detections, or the raw outputs.
-        """
-        name = type(self).__name__
-        if mode not in ('loss', 'predict', 'tensor'):
-            raise ValueError(f"{name}.forward: mode={mode!r}; expected 'loss', 'predict' or "
-                             "'tensor'")
-        if mode == 'tensor':
-            return self._forward_tensor(inputs, data_samples)
-        if data_samples is None:
-            raise ValueError(f'{name}.forward(mode={mode!r}) needs data_samples')
-        if mode == 'loss':
-            return self.loss(inputs, data_samples)
-        return self.predict(inputs, data_samples)
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """RPN and RoI head losses for a batch with ground truth."""
@@ -132,9 +91,7 @@ class TwoStageDetector(BaseModel):
         proposals = self.rpn_head.predict_proposals(*self.rpn_head(feats), data_samples)
         detections = self.roi_head.predict(feats, [p.bboxes for p in proposals], data_samples,
                                            rescale)
-        for sample, dets in zip(data_samples, detections):
-            sample.pred = dets
-        return list(data_samples)
+        return self.attach_detections(data_samples, detections)
 
     def _forward_tensor(self, inputs: Tensor, data_samples: Sequence[DetSample] | None) -> tuple:
         feats = self.extract_feat(inputs)
