@@ -47,7 +47,10 @@ class DetSample:
     """Meta data, ground truth and (after ``predict``) detections of one image.
 
     Shapes are ``(height, width)``. ``gt_bboxes`` and ``gt_ignore_bboxes`` are in pixels of the
-    resized image (``img_shape``); ``pred`` is in pixels of the original image (``ori_shape``).
+    resized image (``img_shape``) when ``LoadAnnotations`` runs before ``Resize``, as in every
+    training pipeline; test pipelines load them after ``Resize``, so there they stay in
+    original-image pixels (the metric reads the annotation file, not these). ``pred`` is in
+    pixels of the original image (``ori_shape``).
 
     Attributes:
         img_path: the file the image was read from ('' for in-memory images).
