@@ -1,5 +1,5 @@
-# Quick start: the RetinaNet R50-FPN of configs/retinanet_r50.py, trained from scratch (no
-# ImageNet weights are needed) on the synthetic shapes set at 256 px, on a CPU.
+# Quick start: the RetinaNet R50-FPN of configs/retinanet_r50.py with GroupNorm, trained from
+# scratch (no ImageNet weights are needed) on the synthetic shapes set at 256 px, on a CPU.
 #   python tools/misc/make_synthetic.py shapes --out data/shapes
 #   python tools/train.py configs/retinanet_r50_shapes.py
 _base_ = [
@@ -8,10 +8,14 @@ _base_ = [
     '_base_/default_runtime.py',
 ]
 
+# From scratch, GroupNorm in the backbone, FPN and head towers: with 4 images a batch, BatchNorm
+# statistics are too noisy to train from random weights (the same model with BN measured val
+# mAP 0.000 after this schedule). Every stage trains.
+norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
 model = dict(
-    # From scratch: every stage trains and BatchNorm learns its statistics.
-    backbone=dict(frozen_stages=-1, norm_eval=False, init_cfg=None),
-    bbox_head=dict(num_classes=5))
+    backbone=dict(frozen_stages=-1, norm_cfg=norm_cfg, norm_eval=False, init_cfg=None),
+    neck=dict(norm_cfg=norm_cfg),
+    bbox_head=dict(num_classes=5, norm_cfg=norm_cfg))
 
 max_epochs = 5
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
