@@ -2,10 +2,30 @@
 from __future__ import annotations
 
 import copy
+import random
 
+import numpy as np
+import pytest
 import torch
 
 from detkit.structures import Detections
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One intra-op thread for a test module that imports this fixture: on a small shared CPU
+    two threads spin against each other and run small convolutions many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python's, numpy's and torch's random generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def predict_with_rescaled_second_image(model, images, samples, num_classes: int):

@@ -11,10 +11,8 @@ For each ``configs/retinanet*.py``:
   batch with falling loss and predicts boxes inside the image.
 """
 import math
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -23,6 +21,7 @@ from mmengine.config import Config
 from detkit.models.weight_init import (TORCHVISION_PREFIX, convert_torchvision_state_dict,
                                        resolve_checkpoint)
 from detkit.registry import MODELS
+from detector_checks import one_thread, seed_everything  # noqa: F401
 from detkit.structures import DetSample, Detections
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
@@ -41,22 +40,6 @@ NUM_CLASSES = 3
 IMAGE_SIZE = 128
 COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
 TRAIN_ITERATIONS = 15
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: the CPU is small and shared, and two threads spinning against other
-    processes run these convolutions several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def seed_everything(seed=0):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def load_model_config(name):

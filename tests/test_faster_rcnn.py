@@ -1,10 +1,8 @@
 """Faster R-CNN end to end: mmdetection checkpoint keys, a short training run of a small model
 (plain and joint GroupSoftmax), predict in original pixels, modes and train_step."""
 import copy
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -15,28 +13,14 @@ from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 from detkit.structures import DetSample
-from detector_checks import predict_with_rescaled_second_image
+from detector_checks import (one_thread, predict_with_rescaled_second_image,  # noqa: F401
+                             seed_everything)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/_base_/models/faster_rcnn_r50_fpn.py'
 IMAGE_SIZE = 128
 NUM_CLASSES = 3
 COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU two threads spin against each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def seed_everything(seed=0):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------- R50 checkpoint keys

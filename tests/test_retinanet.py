@@ -1,9 +1,7 @@
 """RetinaNet end to end: mmdetection keys, overfitting one batch, predict, modes, train_step."""
 import copy
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -13,28 +11,13 @@ from mmengine.optim import OptimWrapper
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 from detkit.structures import DetSample
-from detector_checks import predict_with_rescaled_second_image
+from detector_checks import (one_thread, predict_with_rescaled_second_image,  # noqa: F401
+                             seed_everything)
 
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/_base_/models/retinanet_r50_fpn.py'
 IMAGE_SIZE = 128
 NUM_CLASSES = 3
 COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU two threads spin against each other and run
-    these convolutions many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def seed_everything(seed=0):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------- R50 checkpoint keys
