@@ -1,0 +1,289 @@
+"""Run a trained detector on images: ``init_detector`` builds it, ``inference_detector`` runs it.
+
+    >>> from detkit.apis import init_detector, inference_detector
+    >>> model = init_detector('configs/retinanet_r50_shapes.py', 'epoch_5.pth')  # doctest: +SKIP
+    >>> result = inference_detector(model, 'demo.jpg')  # doctest: +SKIP
+    >>> result.bboxes.shape, result.class_names  # doctest: +SKIP
+    (torch.Size([12, 4]), ('circle', 'square', 'triangle', 'star', 'cross'))
+
+Images go through the config's test pipeline (``test_dataloader.dataset.pipeline`` without the
+annotation loading), the model's data preprocessor and ``predict``, as in ``tools/test.py``; the
+boxes come back in pixels of the image as given.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from torch import Tensor
+
+from detkit.registry import MODELS, TRANSFORMS, check_config_types
+from detkit.structures import DetSample
+
+# Transforms that read ground truth: a test pipeline has them for evaluation, inference has no
+# annotations to read.
+_ANNOTATION_TRANSFORMS = ('LoadAnnotations',)
+_LOADER = 'LoadImageFromFile'
+
+
+@dataclass
+class DetResult:
+    """The detections of one image.
+
+    Attributes:
+        bboxes: ``(N, 4)`` float32, xyxy in pixels of the image as it was given.
+        scores: ``(N,)`` float32 confidences, highest first.
+        labels: ``(N,)`` int64 class indices into ``class_names``.
+        class_names: the model's classes, in label order.
+        img_path: the file the image was read from (``''`` for an array).
+        img_shape: ``(height, width)`` of the image as given.
+    """
+
+    bboxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    class_names: tuple[str, ...]
+    img_path: str = ''
+    img_shape: tuple[int, int] = (0, 0)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def label_names(self) -> list[str]:
+        """The class name of every detection (``'class_<i>'`` for a label without a name)."""
+        return [self.class_names[i] if 0 <= i < len(self.class_names) else f'class_{i}'
+                for i in self.labels.tolist()]
+
+    def above(self, score_thr: float) -> 'DetResult':
+        """The detections scoring at least ``score_thr``."""
+        keep = self.scores >= score_thr
+        return DetResult(self.bboxes[keep], self.scores[keep], self.labels[keep],
+                         self.class_names, self.img_path, self.img_shape)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict: ``detections`` = ``[{bbox: [x1, y1, x2, y2], score, label,
+        class_name}]`` with the image's path and size."""
+        names = self.label_names()
+        detections = [dict(bbox=[round(float(v), 2) for v in box], score=round(float(score), 5),
+                           label=int(label), class_name=name)
+                      for box, score, label, name in zip(self.bboxes.tolist(),
+                                                         self.scores.tolist(),
+                                                         self.labels.tolist(), names)]
+        return dict(img_path=self.img_path, height=int(self.img_shape[0]),
+                    width=int(self.img_shape[1]), detections=detections)
+
+
+def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None,
+                  device: str | torch.device = 'cpu',
+                  cfg_options: dict | None = None) -> torch.nn.Module:
+    """Build the detector of a config, load a checkpoint into it and put it in eval mode.
+
+    The class names come from the checkpoint's ``meta['dataset_meta']['classes']`` (what
+    ``tools/train.py`` and the torchvision converter write), else from the config's test data
+    set ``metainfo.classes``; they are stored as ``model.dataset_meta['classes']``. The config is
+    kept as ``model.cfg``; ``inference_detector`` reads its test pipeline.
+
+    Args:
+        config: a config file or a loaded ``Config``.
+        checkpoint: a detkit checkpoint (``.pth``); ``None`` keeps random weights (with a
+            warning) and skips pretrained backbone loading.
+        device: where the model runs, e.g. ``'cpu'`` or ``'cuda:0'``.
+        cfg_options: config overrides, as ``--cfg-options`` gives them (``{'a.b': value}``).
+
+    Returns:
+        The detector, in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: the config or checkpoint file does not exist.
+        ValueError: the checkpoint's weights do not fit the config's model (another
+            architecture or class count); the message lists the mismatching keys.
+    """
+    cfg = _load_config(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'model' not in cfg:
+        raise KeyError(f'init_detector: config {_config_name(config)} has no `model` key')
+    check_config_types(cfg)
+    model_cfg = cfg.model.copy()
+    model_cfg.setdefault('init_cfg', None)
+    if checkpoint is not None:
+        # The checkpoint has every weight: no pretrained backbone file is needed or read.
+        backbone = model_cfg.get('backbone')
+        if isinstance(backbone, dict) and backbone.get('init_cfg') is not None:
+            model_cfg.backbone = dict(backbone, init_cfg=None)
+    model = MODELS.build(model_cfg)
+    meta: dict = {}
+    if checkpoint is None:
+        import warnings
+        warnings.warn(f'init_detector: no checkpoint given for {_config_name(config)}; the '
+                      'model has random weights', stacklevel=2)
+    else:
+        meta = _load_weights(model, checkpoint, _config_name(config))
+    classes = _class_names(meta, cfg)
+    model.dataset_meta = dict(classes=classes)
+    model.cfg = cfg
+    return model.to(device).eval()
+
+
+def inference_detector(model: torch.nn.Module,
+                       images: str | os.PathLike | np.ndarray | Sequence[Any],
+                       batch_size: int = 4) -> DetResult | list[DetResult]:
+    """Detect objects in one image or a list of images.
+
+    Args:
+        model: a detector from :func:`init_detector`.
+        images: an image file, an ``(H, W, 3)`` uint8 BGR array (as ``cv2.imread`` returns), or
+            a list of them.
+        batch_size: how many images go through the model at once.
+
+    Returns:
+        A :class:`DetResult` for a single image, a list of them (input order) for a list.
+
+    Raises:
+        FileNotFoundError: an image file does not exist.
+        TypeError / ValueError: an input is neither a path nor an ``(H, W, 3)`` uint8 array.
+    """
+    if not hasattr(model, 'cfg'):
+        raise TypeError('inference_detector: the model has no config; build it with '
+                        'detkit.apis.init_detector(config, checkpoint)')
+    single = not isinstance(images, (list, tuple))
+    inputs = [images] if single else list(images)
+    if batch_size < 1:
+        raise ValueError(f'inference_detector: batch_size must be >= 1, got {batch_size}')
+    loader, transforms = _test_pipeline(model)
+    classes = tuple(getattr(model, 'dataset_meta', {}).get('classes', ()))
+    results: list[DetResult] = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start:start + batch_size]
+        packed = [_run_pipeline(image, start + i, loader, transforms)
+                  for i, image in enumerate(chunk)]
+        data = dict(inputs=[p['inputs'] for p in packed],
+                    data_samples=[p['data_samples'] for p in packed])
+        with torch.no_grad():
+            samples: list[DetSample] = model.test_step(data)
+        for sample in samples:
+            pred = sample.pred.to('cpu')
+            results.append(DetResult(pred.bboxes.float(), pred.scores.float(),
+                                     pred.labels.long(), classes, sample.img_path,
+                                     tuple(int(v) for v in sample.ori_shape)))
+    return results[0] if single else results
+
+
+def _load_config(config: str | os.PathLike | Config) -> Config:
+    if isinstance(config, Config):
+        return config.copy()
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f'init_detector: config must be a file path or an mmengine Config, got '
+                        f'{type(config).__name__}')
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'init_detector: config file {os.fspath(config)!r} does not '
+                                'exist')
+    return Config.fromfile(os.fspath(config))
+
+
+def _config_name(config: Any) -> str:
+    if isinstance(config, Config):
+        return repr(config.filename) if config.filename else 'the given Config'
+    return repr(os.fspath(config))
+
+
+def _load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike,
+                  config_name: str) -> dict:
+    """Load ``checkpoint`` strictly into ``model`` (safe unpickling); return its ``meta``."""
+    path = os.fspath(checkpoint)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'init_detector: checkpoint {path!r} does not exist')
+    try:
+        content = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # the unpickler's errors name the refused global
+        raise ValueError(f'init_detector: cannot load checkpoint {path!r} safely: '
+                         f'{error}') from error
+    if not isinstance(content, dict):
+        raise ValueError(f'init_detector: checkpoint {path!r} holds a {type(content).__name__}; '
+                         'expected a state dict or a dict with a `state_dict`')
+    state = content.get('state_dict', content)
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f'init_detector: checkpoint {path!r} has no state dict of tensors')
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}'
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for title, keys in (('missing', missing), ('unexpected', unexpected),
+                            ('with other shapes', mismatched)):
+            if keys:
+                shown = ', '.join(keys[:5]) + (f', ... ({len(keys)} in all)'
+                                               if len(keys) > 5 else '')
+                parts.append(f'{len(keys)} keys {title}: {shown}')
+        raise ValueError(f'init_detector: checkpoint {path!r} does not fit the model of config '
+                         f'{config_name} (is it for another architecture or class count?); '
+                         + '; '.join(parts))
+    model.load_state_dict(state, strict=True)
+    meta = content.get('meta', {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def _class_names(meta: dict, cfg: Config) -> tuple[str, ...]:
+    dataset_meta = meta.get('dataset_meta') or {}
+    if dataset_meta.get('classes'):
+        return tuple(str(c) for c in dataset_meta['classes'])
+    dataset = cfg.get('test_dataloader', {}).get('dataset', {})
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if classes:
+        return tuple(str(c) for c in classes)
+    return ()
+
+
+def _test_pipeline(model: torch.nn.Module) -> tuple[Any, list]:
+    """The model's test pipeline as (image loader, the transforms after it)."""
+    cached = getattr(model, '_detkit_test_pipeline', None)
+    if cached is not None:
+        return cached
+    cfg = model.cfg
+    try:
+        steps = list(cfg.test_dataloader.dataset.pipeline)
+    except (AttributeError, KeyError):
+        raise KeyError('inference_detector: the config has no test_dataloader.dataset.pipeline; '
+                       'it says how images are resized for the model') from None
+    steps = [s for s in steps if s.get('type') not in _ANNOTATION_TRANSFORMS]
+    if not steps or steps[0].get('type') != _LOADER:
+        raise ValueError('inference_detector: test_dataloader.dataset.pipeline must start with '
+                         f"dict(type='{_LOADER}'), got {[s.get('type') for s in steps]}")
+    built = [TRANSFORMS.build(dict(step)) for step in steps]
+    pipeline = (built[0], built[1:])
+    model._detkit_test_pipeline = pipeline
+    return pipeline
+
+
+def _run_pipeline(image: Any, index: int, loader: Any, transforms: list) -> dict:
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'inference_detector: image file {path!r} (input {index}) '
+                                    'does not exist')
+        results = loader(dict(img_path=path))
+    elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'inference_detector: input {index} is an array of shape '
+                             f'{image.shape} and dtype {image.dtype}; expected (H, W, 3) uint8 '
+                             'BGR, as cv2.imread returns')
+        if min(image.shape[:2]) < 1:
+            raise ValueError(f'inference_detector: input {index} is an empty image of shape '
+                             f'{image.shape}')
+        height, width = image.shape[:2]
+        results = dict(img_path='', img=np.ascontiguousarray(image), ori_shape=(height, width),
+                       img_shape=(height, width), scale_factor=(1.0, 1.0), flip=False)
+    else:
+        raise TypeError(f'inference_detector: input {index} is a {type(image).__name__}; '
+                        'expected an image path or an (H, W, 3) uint8 BGR numpy array')
+    for transform in transforms:
+        results = transform(results)
+    return results
