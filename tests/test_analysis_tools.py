@@ -1,0 +1,114 @@
+"""tools/analysis/analyze_logs.py and tools/analysis/browse_dataset.py."""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from detkit.datasets.synthetic import make_shapes
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'tools', 'analysis'))
+import analyze_logs  # noqa: E402
+import browse_dataset  # noqa: E402
+
+
+def write_log(path, lines) -> str:
+    with open(path, 'w') as f:
+        f.write('\n'.join(json.dumps(line) for line in lines) + '\n')
+    return str(path)
+
+
+@pytest.fixture
+def log_file(tmp_path) -> str:
+    lines = []
+    for epoch in (1, 2):
+        for it in (5, 10):
+            step = (epoch - 1) * 10 + it
+            lines.append(dict(lr=0.01, loss=2.0 / step, time=0.5 + 0.1 * step, epoch=epoch,
+                              iter=step, step=step))
+        lines.append({'coco/bbox_mAP': 0.1 * epoch, 'coco/bbox_mAP_50': 0.2 * epoch,
+                      'time': 0.3, 'step': epoch})
+    return write_log(tmp_path / 'scalars.json', lines)
+
+
+def test_series_puts_validation_at_the_end_of_its_epoch(log_file):
+    log = analyze_logs.load_log(log_file)
+    xs, ys, name = analyze_logs.series(log, 'loss')
+    assert (xs, name) == ([5, 10, 15, 20], 'loss')
+    assert ys == pytest.approx([0.4, 0.2, 2 / 15, 0.1])
+    xs, ys, name = analyze_logs.series(log, 'bbox_mAP')  # last-part match
+    assert (xs, ys, name) == ([10, 20], [0.1, 0.2], 'coco/bbox_mAP')
+
+
+def test_plot_writes_an_image(log_file, tmp_path):
+    out = str(tmp_path / 'curves' / 'curve.png')
+    analyze_logs.main(['plot', log_file, log_file, '--keys', 'loss', 'bbox_mAP', '--out', out])
+    image = cv2.imread(out)
+    assert image is not None and image.shape == (600, 800, 3)  # 2 panels of 8 x 3 in at 100 dpi
+    assert (image < 250).any(axis=-1).mean() > 0.02  # lines and axes were drawn
+
+
+def test_summary_numbers(log_file, capsys):
+    analyze_logs.main(['summary', log_file])
+    out = capsys.readouterr().out
+    assert '20 iterations, 2 epochs' in out
+    assert 'mean 2.000, median 2.000' in out  # 1.5, 2.0, 2.5: the first window (warm-up) is left out
+    assert 'coco/bbox_mAP: last 0.2000 (epoch 2), best 0.2000' in out
+    assert 'time:' not in out.replace('seconds/iteration', '')
+
+
+def test_bad_logs_and_keys_are_named(tmp_path, log_file):
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"loss": 1.0, "iter": 1}\n{"loss": \n')
+    with pytest.raises(SystemExit, match='broken.json:2 is not JSON'):
+        analyze_logs.main(['summary', str(broken)])
+    with pytest.raises(SystemExit, match="key 'mAP_99' is not in .*has coco/bbox_mAP"):
+        analyze_logs.main(['plot', log_file, '--keys', 'mAP_99', '--out',
+                           str(tmp_path / 'x.png')])
+    with pytest.raises(SystemExit, match='nothing.json'):
+        analyze_logs.main(['summary', str(tmp_path / 'nothing.json')])
+
+
+def test_browse_dataset_draws_every_box(tmp_path):
+    root = str(tmp_path / 'shapes') + '/'
+    make_shapes(root, num_train=4, num_val=2, min_size=96, max_size=128, seed=5)
+    out_dir = str(tmp_path / 'browse')
+    config = osp.join(REPO, 'configs', 'retinanet_r50_shapes.py')
+    counts = browse_dataset.main([config, '--out-dir', out_dir, '--phase', 'val', '--num', '5',
+                                  '--cfg-options', f'val_dataloader.dataset.data_root={root}'])
+    coco = COCO(root + 'annotations/instances_val.json')
+    expected = {}
+    for ann in coco.dataset['annotations']:
+        name = coco.cats[ann['category_id']]['name']
+        expected[name] = expected.get(name, 0) + 1
+    assert {k: v for k, v in counts.items() if v and not k.startswith('(')} == expected
+    written = sorted(os.listdir(out_dir))
+    assert len(written) == 2  # --num is capped by the 2 val images
+    first = coco.imgs[sorted(coco.imgs)[0]]
+    source = cv2.imread(osp.join(root, 'val', first['file_name']))
+    drawn = cv2.imread(osp.join(out_dir, written[0]))
+    # the val pipeline resizes to 256 on the long side; compare at that size
+    height, width = drawn.shape[:2]
+    assert max(height, width) == 256
+    ann = coco.imgToAnns[first['id']][0]
+    scale = width / first['width']
+    x, y, w, h = (v * scale for v in ann['bbox'])
+    columns = slice(max(int(x) - 1, 0), int(x) + 2)
+    rows = slice(int(y + h * 0.4), int(y + h * 0.6) + 1)
+    resized = cv2.resize(source, (width, height))
+    difference = np.abs(drawn[rows, columns].astype(int) - resized[rows, columns].astype(int))
+    assert difference.max() > 60  # the box's left edge is drawn in its class colour
+
+
+def test_browse_dataset_names_a_missing_dataloader(tmp_path):
+    config = tmp_path / 'empty.py'
+    config.write_text('model = dict()\n')
+    with pytest.raises(SystemExit, match='has no train_dataloader.dataset'):
+        browse_dataset.main([str(config), '--out-dir', str(tmp_path / 'o')])
