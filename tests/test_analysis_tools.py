@@ -9,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 from pycocotools.coco import COCO
 
 from detkit.datasets.synthetic import make_shapes
@@ -112,3 +113,29 @@ def test_browse_dataset_names_a_missing_dataloader(tmp_path):
     config.write_text('model = dict()\n')
     with pytest.raises(SystemExit, match='has no train_dataloader.dataset'):
         browse_dataset.main([str(config), '--out-dir', str(tmp_path / 'o')])
+
+
+def test_benchmark_times_detkit_and_its_torchvision_peer(capsys):
+    import benchmark
+    rows = benchmark.main([osp.join(REPO, 'configs', 'retinanet_r50.py'), '--task', 'inference',
+                           '--size', '64', '--batch', '2', '--iters', '2', '--warmup', '0',
+                           '--threads', '1'])
+    assert [name for name, _, _ in rows] == ['detkit', 'torchvision retinanet_resnet50_fpn']
+    for _, median, images_per_s in rows:
+        assert median > 0 and images_per_s == pytest.approx(2 / median)
+    table = capsys.readouterr().out
+    assert 'batch 2x3x64x64' in table and table.count('x\n') == 2  # two ratio cells
+    assert '1.00x' in table.splitlines()[-1]  # torchvision against itself
+
+
+def test_benchmark_batch_is_reproducible():
+    import benchmark
+    images, targets = benchmark.make_batch(3, 48, 80, num_classes=5, seed=1)
+    again, _ = benchmark.make_batch(3, 48, 80, num_classes=5, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(images, again))
+    assert [tuple(img.shape) for img in images] == [(3, 48, 80)] * 3
+    for target in targets:
+        boxes = target['boxes']
+        assert 3 <= len(boxes) <= 6 and int(target['labels'].max()) < 5
+        assert torch.all(boxes[:, 2:] > boxes[:, :2])
+        assert float(boxes[:, 2].max()) <= 79 and float(boxes[:, 3].max()) <= 47

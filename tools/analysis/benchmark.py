@@ -1,0 +1,268 @@
+"""Images per second of a config's detector, and of torchvision's equivalent, in one run.
+
+    python tools/analysis/benchmark.py CONFIG [CHECKPOINT] --task inference|train
+        [--batch 2] [--size 512] [--iters 10] [--warmup 2] [--device cpu] [--amp]
+        [--channels-last] [--no-peer]
+
+Both models get the same uint8 batch (and, for ``train``, the same ground truth). ``inference``
+times preprocessing (normalise + pad), forward and post-processing (NMS included) in eval mode;
+``train`` times full SGD steps: preprocessing, forward, loss, backward and the update. The peer
+is torchvision's model of the same architecture (RetinaNet or Faster R-CNN with a ResNet-50 FPN,
+COCO-recipe freezing: FrozenBatchNorm, stem and layer1 frozen), told not to resize
+(``min_size = max_size = --size``) so both see the same pixels. Without a checkpoint both have
+random weights; random heads give different detection counts, which changes post-processing
+time, so pass a checkpoint (and its torchvision twin, see tools/model_converters) for inference
+numbers that compare like with like. ``--amp``: bfloat16 autocast on the CPU, float16 (with loss
+scaling in training) on CUDA. The table gives the median seconds per iteration, images/s and the
+ratio to torchvision.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os.path as osp
+import statistics
+import sys
+import time
+from typing import Callable
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+import detkit.models  # noqa: E402,F401
+from detkit.registry import MODELS  # noqa: E402
+from detkit.structures import DetSample  # noqa: E402
+
+PEERS = {'RetinaNet': 'retinanet_resnet50_fpn', 'FasterRCNN': 'fasterrcnn_resnet50_fpn'}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', nargs='?', help='detkit checkpoint (default: random)')
+    parser.add_argument('--task', choices=['inference', 'train'], default='inference')
+    parser.add_argument('--batch', type=int, default=2, help='images per iteration')
+    parser.add_argument('--size', type=int, default=512,
+                        help='square input side in pixels (e.g. 800; 1333x800 needs --height)')
+    parser.add_argument('--height', type=int, help='input height (default: --size)')
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--amp', action='store_true', help='mixed precision')
+    parser.add_argument('--channels-last', action='store_true', help='NHWC memory format')
+    parser.add_argument('--no-peer', action='store_true', help='skip torchvision')
+    parser.add_argument('--threads', type=int, help='torch intra-op threads on the CPU')
+    args = parser.parse_args(argv)
+    for name in ('batch', 'size', 'iters'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be >= 1, got {getattr(args, name)}')
+    return args
+
+
+def make_batch(batch: int, height: int, width: int, num_classes: int,
+               seed: int = 0) -> tuple[list[torch.Tensor], list[dict]]:
+    """``batch`` random uint8 ``(3, height, width)`` images with 3-6 boxes each.
+
+    Returns:
+        The images and per image ``dict(boxes=(N, 4) xyxy float32, labels=(N,) int64 in
+        0..num_classes-1)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(batch):
+        images.append(torch.randint(0, 256, (3, height, width), dtype=torch.uint8,
+                                    generator=gen))
+        count = int(torch.randint(3, 7, (1,), generator=gen))
+        size = torch.tensor([width, height], dtype=torch.float32)
+        xy = torch.rand(count, 2, generator=gen) * size * 0.6
+        wh = 16 + torch.rand(count, 2, generator=gen) * size * 0.35
+        boxes = torch.cat([xy, torch.minimum(xy + wh, size - 1)], dim=1)
+        targets.append(dict(boxes=boxes,
+                            labels=torch.randint(0, num_classes, (count,), generator=gen)))
+    return images, targets
+
+
+def num_classes_of(cfg: Config) -> int:
+    model = cfg.model
+    head = model.get('bbox_head') or model.get('roi_head', {}).get('bbox_head', {})
+    return int(head.get('num_classes', 80))
+
+
+def build_detkit(cfg: Config, checkpoint: str | None, device: str) -> torch.nn.Module:
+    if checkpoint:
+        from detkit.apis import init_detector
+        return init_detector(cfg, checkpoint, device=device)
+    model_cfg = cfg.model.copy()
+    backbone = model_cfg.get('backbone', {})
+    if backbone.get('init_cfg') is not None:  # random weights, the recipe's freezing kept
+        model_cfg.backbone = dict(backbone, init_cfg=None)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model.to(device)
+
+
+def build_peer(model_type: str, num_classes: int, height: int, width: int,
+               device: str) -> torch.nn.Module | None:
+    """torchvision's model of the same architecture, random weights, COCO-recipe freezing."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import FasterRCNN, RetinaNet
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    size = dict(min_size=min(height, width), max_size=max(height, width))
+    trunk = resnet50(norm_layer=FrozenBatchNorm2d)
+    if model_type == 'RetinaNet':
+        backbone = _resnet_fpn_extractor(trunk, 3, returned_layers=[2, 3, 4],
+                                         extra_blocks=LastLevelP6P7(256, 256))
+        model = RetinaNet(backbone, num_classes=num_classes, **size)
+    elif model_type == 'FasterRCNN':  # label 0 is torchvision's background
+        model = FasterRCNN(_resnet_fpn_extractor(trunk, 3), num_classes=num_classes + 1, **size)
+    else:
+        return None
+    return model.to(device)
+
+
+def autocast(device: str, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.float16 if kind == 'cuda' else torch.bfloat16)
+
+
+def detkit_runner(model, images, targets, task: str, amp: bool, device: str,
+                  channels_last: bool) -> Callable[[], None]:
+    samples = [DetSample(img_shape=tuple(img.shape[1:]), ori_shape=tuple(img.shape[1:]),
+                         gt_bboxes=t['boxes'], gt_labels=t['labels'])
+               for img, t in zip(images, targets)]
+
+    def batch(training: bool) -> dict:
+        data = model.data_preprocessor(dict(inputs=images, data_samples=list(samples)),
+                                       training)
+        if channels_last:
+            data['inputs'] = data['inputs'].contiguous(memory_format=torch.channels_last)
+        return data
+
+    if task == 'inference':
+        model.eval()
+
+        def run() -> None:
+            with torch.no_grad(), autocast(device, amp):
+                model(**batch(False), mode='predict')
+        return run
+    model.train()
+    optimizer, scaler = make_optimizer(model, device, amp)
+
+    def step() -> None:
+        with autocast(device, amp):
+            losses = model(**batch(True), mode='loss')
+            total = sum(v for k, v in losses.items() if 'loss' in k)
+        optimizer.zero_grad()
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return step
+
+
+def peer_runner(model, images, targets, task: str, amp: bool, device: str,
+                model_type: str) -> Callable[[], None]:
+    offset = 1 if model_type == 'FasterRCNN' else 0
+    peer_targets = [dict(boxes=t['boxes'].to(device), labels=(t['labels'] + offset).to(device))
+                    for t in targets]
+
+    def inputs() -> list[torch.Tensor]:
+        return [img.to(device, non_blocking=True).float() / 255 for img in images]
+
+    if task == 'inference':
+        model.eval()
+
+        def run() -> None:
+            with torch.no_grad(), autocast(device, amp):
+                model(inputs())
+        return run
+    model.train()
+    optimizer, scaler = make_optimizer(model, device, amp)
+
+    def step() -> None:
+        with autocast(device, amp):
+            total = sum(model(inputs(), peer_targets).values())
+        optimizer.zero_grad()
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return step
+
+
+def make_optimizer(model, device: str, amp: bool):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+    use_scaler = amp and torch.device(device).type == 'cuda'  # bf16 needs no loss scaling
+    return optimizer, torch.amp.GradScaler(torch.device(device).type, enabled=use_scaler)
+
+
+def time_it(run: Callable[[], None], iters: int, warmup: int, device: str) -> list[float]:
+    """Seconds of each timed call (the device is synchronised around each)."""
+    cuda = torch.device(device).type == 'cuda'
+    times = []
+    for index in range(warmup + iters):
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize(device)
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not osp.isfile(args.config):
+        sys.exit(f'benchmark: config file {args.config!r} does not exist')
+    cfg = Config.fromfile(args.config)
+    model_type = cfg.model.get('type')
+    num_classes = num_classes_of(cfg)
+    height, width = args.height or args.size, args.size
+    torch.manual_seed(0)
+    images, targets = make_batch(args.batch, height, width, num_classes)
+    rows = []
+    detkit_model = build_detkit(cfg, args.checkpoint, args.device)
+    if args.channels_last:
+        detkit_model = detkit_model.to(memory_format=torch.channels_last)
+    run = detkit_runner(detkit_model, images, targets, args.task, args.amp, args.device,
+                        args.channels_last)
+    rows.append(('detkit', time_it(run, args.iters, args.warmup, args.device)))
+    del detkit_model, run
+    peer = None if args.no_peer else build_peer(model_type, num_classes, height, width,
+                                                args.device)
+    if peer is not None:
+        if args.channels_last:
+            peer = peer.to(memory_format=torch.channels_last)
+        run = peer_runner(peer, images, targets, args.task, args.amp, args.device, model_type)
+        rows.append((f'torchvision {PEERS[model_type]}',
+                     time_it(run, args.iters, args.warmup, args.device)))
+    device = (torch.cuda.get_device_name(args.device)
+              if torch.device(args.device).type == 'cuda'
+              else f'CPU, {torch.get_num_threads()} threads')
+    print(f'{osp.basename(args.config)} {args.task}, batch {args.batch}x3x{height}x{width}, '
+          f'{device}, torch {torch.__version__}, amp={args.amp}, '
+          f'channels_last={args.channels_last}, {args.iters} timed iterations after '
+          f'{args.warmup} warm-up, weights: {args.checkpoint or "random"}')
+    print(f"{'model':<40} {'median s/iter':>14} {'images/s':>9} {'vs torchvision':>15}")
+    summary = []
+    peer_median = statistics.median(rows[1][1]) if len(rows) > 1 else None
+    for name, times in rows:
+        median = statistics.median(times)
+        ratio = f'{peer_median / median:.2f}x' if peer_median else '-'
+        print(f'{name:<40} {median:>14.4f} {args.batch / median:>9.2f} {ratio:>15}')
+        summary.append((name, median, args.batch / median))
+    return summary
+
+
+if __name__ == '__main__':
+    main()
