@@ -1,6 +1,11 @@
-"""Training-time pieces around mmengine's Runner: safe checkpoint loading and config checks."""
+"""Training-time pieces around mmengine's Runner: crash-safe and exactly resumable checkpoints,
+safe checkpoint loading, config checks, CPU mixed precision."""
+from .checkpoint_hook import AtomicLocalBackend, CheckpointHook, atomic_write
 from .config_checks import check_config, check_data_paths
 from .optim_wrappers import CPUAmpOptimWrapper
+from .rng_state_hook import RNGStateHook
 from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
 
-__all__ = ['CPUAmpOptimWrapper', 'check_config', 'check_data_paths', 'enable_safe_resume', 'safe_checkpoint_globals']
+__all__ = ['AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper', 'RNGStateHook',
+           'atomic_write', 'check_config', 'check_data_paths', 'enable_safe_resume',
+           'safe_checkpoint_globals']

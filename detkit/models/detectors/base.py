@@ -1,8 +1,12 @@
 """What every detkit detector shares: preprocessor, backbone, neck and mmengine's mode switch."""
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Sequence
 
+import torch
+from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from torch import Tensor
 
@@ -10,6 +14,7 @@ from detkit.registry import MODELS, build_if_config
 from detkit.structures import DetSample, Detections
 
 MODES = ('loss', 'predict', 'tensor')
+NONFINITE_POLICIES = ('stop', 'skip')
 
 
 class BaseDetector(BaseModel):
@@ -25,10 +30,21 @@ class BaseDetector(BaseModel):
         neck: the neck or its config (``None``: the heads read the backbone outputs directly).
         data_preprocessor: normalisation and padding (default ``DetDataPreprocessor()``).
         init_cfg: mmengine init config of the whole detector.
+        nonfinite_loss: what a training step does when a loss term is NaN or infinite:
+            ``'stop'`` raises ``FloatingPointError`` naming the iteration and the term (the run
+            ends; checkpoints already written stay as they are); ``'skip'`` warns with the same
+            names and back-propagates an exact zero instead, so the batch changes no gradient
+            (momentum and weight decay still apply for that step); skips are logged as
+            ``nonfinite_skips``.
     """
 
     def __init__(self, backbone: Any, neck: Any = None, data_preprocessor: Any = None,
-                 init_cfg: dict | None = None) -> None:
+                 init_cfg: dict | None = None, nonfinite_loss: str = 'stop') -> None:
+        if nonfinite_loss not in NONFINITE_POLICIES:
+            raise ValueError(f"{type(self).__name__}: model.nonfinite_loss={nonfinite_loss!r}; "
+                             "expected 'stop' or 'skip'")
+        self.nonfinite_loss = nonfinite_loss
+        self.nonfinite_skips = 0
         if data_preprocessor is None:
             data_preprocessor = dict(type='DetDataPreprocessor')
         super().__init__(data_preprocessor=build_if_config(data_preprocessor, MODELS),
@@ -79,6 +95,47 @@ class BaseDetector(BaseModel):
         for sample, dets in zip(data_samples, detections):
             sample.pred = dets
         return list(data_samples)
+
+    def parse_losses(self, losses: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Sum the loss terms (mmengine's rule: keys containing ``loss``), applying
+        ``nonfinite_loss`` when the sum is not finite.
+
+        mmengine calls this from ``train_step``, also under its DistributedDataParallel wrapper.
+
+        Returns:
+            The total loss to back-propagate and the values to log.
+
+        Raises:
+            FloatingPointError: with ``nonfinite_loss='stop'``, naming the iteration (1-based)
+                and every non-finite term.
+        """
+        loss, log_vars = super().parse_losses(losses)
+        if bool(torch.isfinite(loss)):
+            return loss, log_vars
+        values = {name: float(value.detach()) for name, value in log_vars.items()
+                  if torch.is_tensor(value) and value.numel() == 1}
+        bad_terms = [f'{name}={value:.4g}' for name, value in values.items()
+                     if name != 'loss' and not math.isfinite(value)]
+        iteration = MessageHub.get_current_instance().get_info('iter')
+        where = f'iteration {iteration + 1}' if iteration is not None else 'this step'
+        message = (f'{type(self).__name__}: non-finite loss at {where}: '
+                   f'{", ".join(bad_terms) or f"loss={float(loss.detach()):.4g}"}')
+        if self.nonfinite_loss == 'stop':
+            raise FloatingPointError(
+                message + '. Training stops here; the checkpoints written so far are intact. '
+                "Lower the learning rate, check the data, or set model.nonfinite_loss='skip'.")
+        self.nonfinite_skips += 1
+        warnings.warn(message + f'; the batch is skipped (skip {self.nonfinite_skips})',
+                      stacklevel=2)
+        # Zero, but connected to every trainable weight: all gradients are exactly 0 and
+        # DistributedDataParallel still sees a gradient for each parameter on every rank.
+        zero = sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad),
+                   torch.zeros((), device=loss.device))
+        log_vars = {name: torch.nan_to_num(value.detach()) if torch.is_tensor(value) else value
+                    for name, value in log_vars.items()}
+        log_vars['loss'] = zero.detach()
+        log_vars['nonfinite_skips'] = torch.tensor(float(self.nonfinite_skips))
+        return zero, log_vars
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         raise NotImplementedError

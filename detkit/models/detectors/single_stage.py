@@ -29,12 +29,14 @@ class SingleStageDetector(BaseDetector):
         test_cfg: handed to the head as ``test_cfg`` (thresholds and NMS).
         data_preprocessor: normalisation and padding, see ``DetDataPreprocessor``.
         init_cfg: mmengine init config of the whole detector.
+        nonfinite_loss: ``'stop'`` or ``'skip'``, see :class:`BaseDetector`.
     """
 
     def __init__(self, backbone: Any, bbox_head: Any, neck: Any = None,
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
-                 data_preprocessor: Any = None, init_cfg: dict | None = None) -> None:
-        super().__init__(backbone, neck, data_preprocessor, init_cfg)
+                 data_preprocessor: Any = None, init_cfg: dict | None = None,
+                 nonfinite_loss: str = 'stop') -> None:
+        super().__init__(backbone, neck, data_preprocessor, init_cfg, nonfinite_loss)
         if isinstance(bbox_head, dict):
             bbox_head = MODELS.build(dict(bbox_head, train_cfg=train_cfg, test_cfg=test_cfg))
         self.bbox_head = bbox_head

@@ -42,12 +42,14 @@ class TwoStageDetector(BaseDetector):
         test_cfg: ``dict(rpn=..., rcnn=...)``.
         data_preprocessor: normalisation and padding, see ``DetDataPreprocessor``.
         init_cfg: mmengine init config of the whole detector.
+        nonfinite_loss: ``'stop'`` or ``'skip'``, see :class:`BaseDetector`.
     """
 
     def __init__(self, backbone: Any, rpn_head: Any, roi_head: Any, neck: Any = None,
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
-                 data_preprocessor: Any = None, init_cfg: dict | None = None) -> None:
-        super().__init__(backbone, neck, data_preprocessor, init_cfg)
+                 data_preprocessor: Any = None, init_cfg: dict | None = None,
+                 nonfinite_loss: str = 'stop') -> None:
+        super().__init__(backbone, neck, data_preprocessor, init_cfg, nonfinite_loss)
         train_cfg, test_cfg = dict(train_cfg or {}), dict(test_cfg or {})
         for name, cfg, known in (('train_cfg', train_cfg, TRAIN_CFG_KEYS),
                                  ('test_cfg', test_cfg, TEST_CFG_KEYS)):
