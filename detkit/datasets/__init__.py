@@ -1,8 +1,8 @@
 """Data sets, samplers, transforms and the synthetic data generators.
 
-Importing this package registers ``CocoDataset``, ``CCTSDBDataset`` and ``JointDataset``
-(DATASETS), ``AspectRatioBatchSampler`` (DATA_SAMPLERS) and the transforms (TRANSFORMS); it does
-not import ``detkit.models``.
+Importing this package registers ``CocoDataset``, ``CCTSDBDataset``, ``VOCDataset``,
+``FaceMaskDataset`` and ``JointDataset`` (DATASETS), ``AspectRatioBatchSampler``
+(DATA_SAMPLERS) and the transforms (TRANSFORMS); it does not import ``detkit.models``.
 """
 from . import transforms  # noqa: F401  (registers the transforms)
 from .coco import COCO_CLASSES, CocoDataset
@@ -11,7 +11,10 @@ from .synthetic import SHAPES_CATEGORIES, make_shapes
 from .cctsdb import CCTSDB_CLASSES, CCTSDBDataset, load_cctsdb
 from .joint import JointDataset, label_groups_for, union_classes
 from .synthetic import PARTIAL_CLASSES, make_shapes_partial
+from .voc import FACEMASK_CLASSES, VOC_CLASSES, FaceMaskDataset, VOCDataset
+from .synthetic import make_facemask
 
 __all__ = ['AspectRatioBatchSampler', 'COCO_CLASSES', 'CocoDataset', 'SHAPES_CATEGORIES',
            'make_shapes', 'CCTSDB_CLASSES', 'CCTSDBDataset', 'load_cctsdb', 'JointDataset',
-           'label_groups_for', 'union_classes', 'PARTIAL_CLASSES', 'make_shapes_partial']
+           'label_groups_for', 'union_classes', 'PARTIAL_CLASSES', 'make_shapes_partial',
+           'FACEMASK_CLASSES', 'VOC_CLASSES', 'FaceMaskDataset', 'VOCDataset', 'make_facemask']

@@ -1,4 +1,5 @@
-"""Synthetic detection data sets written in COCO format, for tests and quick experiments.
+"""Synthetic detection data sets (COCO format; Pascal VOC for the face masks), for tests and
+quick experiments.
 
 ``make_shapes`` draws five shape classes (circle, square, triangle, star, cross) on textured
 backgrounds with clutter, so a detector has something real to learn in minutes on a CPU:
@@ -25,6 +26,10 @@ seed gives the same bytes, and an image does not depend on how many others are g
 ``make_shapes_partial`` writes the same images as a partial-label benchmark: two training
 subsets from one image distribution, subset A annotating circle/square/triangle only and subset
 B star/cross only, and a fully labelled val set (see its docstring and data/README.md).
+
+``make_facemask`` draws cartoon faces without a mask, with a mask over nose and mouth, or with
+the mask worn below the nose, in the Pascal VOC layout of the Kaggle face-mask set
+(``annotations/*.xml``, ``images/*.png``, ``train.txt``/``val.txt``; see its docstring).
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ from collections import Counter
 
 import cv2
 import numpy as np
+
+from .voc import FACEMASK_CLASSES, FaceMaskDataset
 
 SHAPES_CATEGORIES = (
     dict(id=1, name='circle', supercategory='shape'),
@@ -480,3 +487,391 @@ def _draw_clutter(rng: np.random.Generator, img: np.ndarray, count: int,
             ys = rng.integers(0, height, size=n)
             for x, y in zip(xs, ys):
                 cv2.circle(img, (int(x), int(y)), int(rng.integers(1, 3)), colour, -1)
+
+
+# ------------------------------------------------------------------------------ face masks
+# make_facemask: cartoon faces in the Pascal VOC layout of the Kaggle face-mask set.
+FACEMASK_CLASS_PROBABILITIES = (0.4, 0.35, 0.25)  # with_mask, without_mask, mask_weared_incorrect
+MIN_FACE_SIZE = 24            # smallest face box height in pixels
+MAX_FACE_SIZE = 160           # largest face box height (also <= 0.7 * shorter image side)
+MAX_FACES = 6
+MAX_FACE_OVERLAP = 0.2        # intersection / smaller box area, between any two face boxes
+MIN_FACE_INSIDE = 0.75        # of a face box's area, inside the image
+SMALL_FACE_DIFFICULT = (30, 0.25)   # faces shorter than 30 px are "difficult" with p = 0.25
+_FACEMASK_STREAM = 7          # keeps the facemask random streams apart from the shapes ones
+# (class name, (xmin, ymin, xmax, ymax) VOC 1-based inclusive pixel indices, difficult, truncated)
+FaceAnnotation = tuple[str, tuple[int, int, int, int], int, int]
+
+# RGB, light to dark, and hair colours (RGB); drawn in BGR.
+_SKIN_TONES_RGB = ((255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66),
+                   (141, 85, 36), (92, 58, 40))
+_HAIR_RGB = ((20, 18, 18), (60, 40, 25), (110, 70, 35), (200, 160, 90), (150, 150, 150),
+             (150, 60, 30))
+_MASK_RGB = ((150, 200, 235), (150, 215, 200), (240, 240, 240), (35, 35, 40))
+
+
+def make_facemask(out_dir: str, num_train: int = 240, num_val: int = 60, min_size: int = 256,
+                  max_size: int = 448, seed: int = 0) -> dict[str, str]:
+    """Generate the synthetic face-mask set in the Pascal VOC layout of the Kaggle set.
+
+    Cartoon faces (a skin-tone ellipse with eyes, eyebrows, hair, often ears, a neck and
+    shoulders) in the three classes of the Kaggle face-mask set, which the detector tells
+    apart by what covers the lower face:
+
+    * ``with_mask``: a mask (pleats, ear loops) from just below the eyes to the chin; nose
+      and mouth are hidden;
+    * ``without_mask``: nose and mouth visible;
+    * ``mask_weared_incorrect``: the mask worn low, below the nose tip (the nose and skin
+      between eyes and mask visible), or now and then on the chin below the mouth.
+
+    Classes are drawn with probabilities ``FACEMASK_CLASS_PROBABILITIES``; 1-6 faces an
+    image, face boxes 24-160 px high (log-uniform, at most 0.7 of the shorter image side),
+    boxes overlapping by at most 20 % of the smaller one (larger faces drawn in front), up to a
+    quarter of a face cut off by the image border (``<truncated>1``); faces under 30 px are
+    ``<difficult>1</difficult>`` with probability 0.25. Backgrounds and clutter are those of
+    :func:`make_shapes`.
+
+    A face's box covers the face ellipse and the hair on top of it (not ears, long hair or the
+    mask's ear loops): the continuous box ``[x1, x2) x [y1, y2)`` is written as the VOC pixel
+    indices ``xmin = floor(x1) + 1``, ``xmax = ceil(x2)`` (1-based, inclusive; see
+    :mod:`detkit.datasets.voc`), clipped to the image.
+
+    Writes ``out_dir/images/{train,val}NNNNN.png``, ``out_dir/annotations/<stem>.xml`` and the
+    split files ``out_dir/train.txt`` and ``out_dir/val.txt`` (one stem per line); read it with
+    ``FaceMaskDataset(ann_file='train.txt', data_root=out_dir)``. Image ``index`` of a split is
+    drawn from ``default_rng((seed, 7, split, index))``: the same seed gives the same bytes, and
+    an image does not depend on how many others are generated.
+
+    Args:
+        out_dir: the output folder (created; existing files of the same names are overwritten).
+        num_train: the number of training images.
+        num_val: the number of validation images.
+        min_size: the smallest image side in pixels (>= 64).
+        max_size: the largest image side in pixels (>= ``min_size``).
+        seed: the random seed.
+
+    Returns:
+        ``dict(train=path, val=path)``: the two split files.
+    """
+    _check_arguments('make_facemask', num_train, num_val, min_size, max_size)
+    for folder in ('images', 'annotations'):
+        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    split_files = {}
+    for split, num_images in (('train', num_train), ('val', num_val)):
+        stems = []
+        for index in range(num_images):
+            rng = np.random.default_rng((seed, _FACEMASK_STREAM, _SPLITS[split], index))
+            img, faces = draw_facemask_image(rng, min_size, max_size)
+            stem = f'{split}{index:05d}'
+            ok, encoded = cv2.imencode('.png', img)
+            if not ok:
+                raise RuntimeError(f'make_facemask: OpenCV failed to encode {stem}.png')
+            encoded.tofile(os.path.join(out_dir, 'images', f'{stem}.png'))
+            with open(os.path.join(out_dir, 'annotations', f'{stem}.xml'), 'w',
+                      encoding='utf-8') as f:
+                f.write(_voc_xml(f'{stem}.png', img.shape, faces))
+            stems.append(stem)
+        split_files[split] = os.path.join(out_dir, f'{split}.txt')
+        with open(split_files[split], 'w', encoding='utf-8') as f:
+            f.write(''.join(f'{stem}\n' for stem in stems))
+    return split_files
+
+
+def draw_facemask_image(rng: np.random.Generator, min_size: int,
+                        max_size: int) -> tuple[np.ndarray, list[FaceAnnotation]]:
+    """Draw one image of the synthetic face-mask set (see :func:`make_facemask`).
+
+    Args:
+        rng: the random generator (everything is drawn from it).
+        min_size: the smallest image side in pixels.
+        max_size: the largest image side in pixels.
+
+    Returns:
+        ``(img, faces)``: ``img`` ``(H, W, 3)`` uint8 BGR and one ``(class name, (xmin, ymin,
+        xmax, ymax), difficult, truncated)`` per face, the box in VOC's 1-based inclusive pixel
+        indices.
+    """
+    height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
+    img = _background(rng, height, width)
+    _draw_clutter(rng, img, count=int(rng.integers(1, 5)))
+    largest = min(MAX_FACE_SIZE, 0.7 * min(height, width))
+    num_faces = int(rng.integers(1, MAX_FACES + 1))
+    faces: list[_Face] = []
+    attempts = 0
+    while len(faces) < num_faces and attempts < 10 * num_faces:
+        attempts += 1
+        face = _Face.sample(rng, height, width, largest)
+        if face is not None and not any(face.collides(f) for f in faces):
+            faces.append(face)
+    faces.sort(key=lambda f: f.box_height)  # larger (nearer) people are drawn in front
+    for face in faces:
+        face.draw_body(img)
+        face.draw_head(img)
+    noise = rng.integers(-3, 4, size=img.shape, dtype=np.int16)
+    img[:] = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+    annotations = []
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        xmin, ymin = max(int(math.floor(x1)) + 1, 1), max(int(math.floor(y1)) + 1, 1)
+        xmax, ymax = min(int(math.ceil(x2)), width), min(int(math.ceil(y2)), height)
+        truncated = int(x1 < 0 or y1 < 0 or x2 > width or y2 > height)
+        annotations.append((FACEMASK_CLASSES[face.class_index], (xmin, ymin, xmax, ymax),
+                            face.difficult, truncated))
+    return img, annotations
+
+
+class _Face:
+    """One cartoon person: the face's geometry, colours and class; body, then head."""
+
+    def __init__(self, rng: np.random.Generator, cx: float, cy: float, a: float, b: float,
+                 class_index: int, difficult: int) -> None:
+        self.cx, self.cy, self.a, self.b = cx, cy, a, b  # face ellipse centre and semi-axes
+        self.class_index, self.difficult = class_index, difficult
+        self.skin = _jitter(rng, _SKIN_TONES_RGB[int(rng.integers(len(_SKIN_TONES_RGB)))], 12)
+        self.hair = _jitter(rng, _HAIR_RGB[int(rng.integers(len(_HAIR_RGB)))], 10)
+        self.clothes = rng.integers(0, 256, size=3).astype(np.float64)
+        self.hair_style = ('bald', 'short', 'long')[int(rng.choice(3, p=(0.1, 0.6, 0.3)))]
+        self.has_ears = self.hair_style != 'long' and rng.random() < 0.8
+        self.look = float(rng.uniform(-0.12, 0.12)) * a  # features shifted sideways
+        self.hair_top = 0.0 if self.hair_style == 'bald' else float(rng.uniform(0.1, 0.2)) * b
+        self.mouth_open = rng.random() < 0.3
+        self.mask_colour = self._mask_colour(rng)
+        if class_index == 0:      # with_mask: from just below the eyes to the chin
+            self.mask_span = (float(rng.uniform(-0.14, -0.06)), float(rng.uniform(0.85, 1.0)))
+        elif class_index == 2:    # worn low: below the nose tip, or on the chin
+            top = rng.uniform(0.62, 0.7) if rng.random() < 0.25 else rng.uniform(0.28, 0.36)
+            self.mask_span = (float(top), float(rng.uniform(0.95, 1.05)))
+        else:
+            self.mask_span = None
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, height: int, width: int,
+               largest: float) -> '_Face | None':
+        """A random face with its box mostly inside the image, or None if it falls outside."""
+        class_index = int(rng.choice(3, p=FACEMASK_CLASS_PROBABILITIES))
+        box_height = math.exp(rng.uniform(math.log(MIN_FACE_SIZE), math.log(largest)))
+        b = box_height / 2.15          # the hair on top adds up to 0.2 b (see hair_top)
+        a = b / rng.uniform(1.15, 1.32)
+        cx = float(rng.uniform(-0.3 * a, width + 0.3 * a))
+        cy = float(rng.uniform(-0.3 * b, height + 0.3 * b))
+        small, p_difficult = SMALL_FACE_DIFFICULT
+        difficult = int(box_height < small and rng.random() < p_difficult)
+        face = cls(rng, cx, cy, a, b, class_index, difficult)
+        x1, y1, x2, y2 = face.box
+        inside = ((min(x2, width) - max(x1, 0)) * (min(y2, height) - max(y1, 0))
+                  if x2 > 0 and y2 > 0 and x1 < width and y1 < height else 0.0)
+        return face if inside >= MIN_FACE_INSIDE * (x2 - x1) * (y2 - y1) else None
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The continuous face box ``(x1, y1, x2, y2)``: the face ellipse and the hair on top."""
+        return (self.cx - self.a, self.cy - self.b - self.hair_top, self.cx + self.a,
+                self.cy + self.b)
+
+    @property
+    def box_height(self) -> float:
+        return self.b * 2 + self.hair_top
+
+    @property
+    def body_box(self) -> tuple[float, float, float, float]:
+        """The continuous box of the shoulders (the ellipse of :meth:`draw_body`)."""
+        return (self.cx - 1.9 * self.a, self.cy + self.b, self.cx + 1.9 * self.a,
+                self.cy + 3.2 * self.b)
+
+    def collides(self, other: '_Face') -> bool:
+        """Whether the two faces overlap too much to be drawn together.
+
+        Face boxes may overlap by ``MAX_FACE_OVERLAP`` of the smaller one, and the nearer
+        (larger) person's shoulders, drawn in front, may cover as much of the other's face.
+        """
+        if _overlap_of_smaller(self.box, other.box) > MAX_FACE_OVERLAP:
+            return True
+        far, near = sorted((self, other), key=lambda f: f.box_height)
+        return _overlap_of_first(far.box, near.body_box) > MAX_FACE_OVERLAP
+
+    def _mask_colour(self, rng: np.random.Generator) -> np.ndarray:
+        """A mask colour (RGB) that stands out from the skin (L1 distance >= 150)."""
+        for _ in range(6):
+            if rng.random() < 0.7:
+                colour = _jitter(rng, _MASK_RGB[int(rng.integers(len(_MASK_RGB)))], 8)
+            else:
+                colour = rng.integers(0, 256, size=3).astype(np.float64)
+            if np.abs(colour - self.skin).sum() >= 150:
+                return colour
+        return np.array([240.0, 240, 240]) if self.skin.mean() < 140 else np.array([35.0, 35, 40])
+
+    def _point(self, dx: float, dy: float) -> tuple[int, int]:
+        """Image pixel of ``(cx + dx * a + look, cy + dy * b)``."""
+        return (int(round(self.cx + dx * self.a + self.look)),
+                int(round(self.cy + dy * self.b)))
+
+    def _axes(self, ax: float, by: float) -> tuple[int, int]:
+        return max(1, int(round(ax * self.a))), max(1, int(round(by * self.b)))
+
+    def draw_body(self, img: np.ndarray) -> None:
+        """Shoulders and neck below the face (drawn before its head)."""
+        centre = (int(round(self.cx)), int(round(self.cy + 2.1 * self.b)))
+        cv2.ellipse(img, centre, self._axes(1.9, 1.1), 0, 0, 360, _bgr(self.clothes), -1,
+                    cv2.LINE_AA)
+        x0, x1 = int(round(self.cx - 0.38 * self.a)), int(round(self.cx + 0.38 * self.a))
+        y0, y1 = int(round(self.cy + 0.5 * self.b)), int(round(self.cy + 1.25 * self.b))
+        cv2.rectangle(img, (x0, y0), (x1, y1), _bgr(self.skin * 0.85), -1)
+
+    def draw_head(self, img: np.ndarray) -> None:
+        """Hair, ears, face, eyes, eyebrows, nose, mouth and the mask, in that order."""
+        cx, cy, a, b = self.cx, self.cy, self.a, self.b
+        centre = (int(round(cx)), int(round(cy)))
+        thin = max(1, int(round(0.06 * a)))
+        if self.hair_style == 'long':
+            cv2.ellipse(img, (centre[0], int(round(cy + 0.1 * b))), self._axes(1.18, 1.2), 0, 0,
+                        360, _bgr(self.hair), -1, cv2.LINE_AA)
+        if self.has_ears:
+            for side in (-1, 1):
+                ear = (int(round(cx + side * a)), int(round(cy - 0.05 * b)))
+                cv2.ellipse(img, ear, self._axes(0.17, 0.22), 0, 0, 360,
+                            _bgr(self.skin * 0.9), -1, cv2.LINE_AA)
+        cv2.ellipse(img, centre, self._axes(1.0, 1.0), 0, 0, 360, _bgr(self.skin), -1,
+                    cv2.LINE_AA)
+        if self.hair_style != 'bald':  # a cap over the top of the head, hairline above the eyes
+            cap_axes = (max(1, int(round(1.02 * a))),
+                        max(1, int(round(0.55 * b + self.hair_top))))
+            cv2.ellipse(img, (centre[0], int(round(cy - 0.45 * b))), cap_axes, 0, 180, 360,
+                        _bgr(self.hair), -1, cv2.LINE_AA)
+        for side in (-1, 1):  # eyes and eyebrows
+            eye = self._point(side * 0.36, -0.22)
+            if a >= 8:
+                cv2.ellipse(img, eye, self._axes(0.17, 0.1), 0, 0, 360, (250, 250, 250), -1,
+                            cv2.LINE_AA)
+            cv2.circle(img, eye, max(1, int(round(0.08 * a))), (30, 25, 20), -1, cv2.LINE_AA)
+            brow = self._point(side * 0.36, -0.38)
+            half = int(round(0.16 * a))
+            cv2.line(img, (brow[0] - half, brow[1]), (brow[0] + half, brow[1]),
+                     _bgr(self.hair * 0.8), thin, cv2.LINE_AA)
+        nose = np.array([self._point(0, -0.1), self._point(-0.15, 0.2), self._point(0.15, 0.2)],
+                        dtype=np.int32)
+        cv2.fillPoly(img, [nose.reshape(-1, 1, 2)], _bgr(self.skin * 0.65), cv2.LINE_AA)
+        for side in (-1, 1):
+            cv2.circle(img, self._point(side * 0.07, 0.19), max(1, int(round(0.04 * a))),
+                       _bgr(self.skin * 0.35), -1)
+        mouth = self._point(0, 0.5)
+        lips = (60, 40, 170)  # BGR dark red
+        if self.mouth_open:
+            cv2.ellipse(img, mouth, self._axes(0.26, 0.12), 0, 0, 360, lips, -1, cv2.LINE_AA)
+        else:
+            cv2.ellipse(img, (mouth[0], mouth[1] - int(round(0.08 * b))), self._axes(0.3, 0.14),
+                        0, 20, 160, lips, max(1, int(round(0.08 * a))), cv2.LINE_AA)
+        if self.mask_span is not None:
+            self._draw_mask(img)
+
+    def _draw_mask(self, img: np.ndarray) -> None:
+        """The mask: the face ellipse (slightly widened) between ``mask_span`` (in units of b)."""
+        cx, cy, a, b = self.cx, self.cy, self.a, self.b
+        height, width = img.shape[:2]
+        top, bottom = (cy + s * b for s in self.mask_span)
+        x0, x1 = max(int(math.floor(cx - 1.05 * a)), 0), min(int(math.ceil(cx + 1.05 * a)) + 1,
+                                                            width)
+        y0, y1 = max(int(math.floor(top)), 0), min(int(math.ceil(bottom)) + 1, height)
+        if x1 <= x0 or y1 <= y0:
+            return
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64) + 0.5
+        inside = (((xs - cx) / (1.05 * a)) ** 2 + ((ys - cy) / (1.03 * b)) ** 2 <= 1) & \
+            (ys >= top) & (ys <= bottom)
+        region = img[y0:y1, x0:x1]
+        region[inside] = _bgr(self.mask_colour)
+        pleat = np.zeros(inside.shape, dtype=bool)  # darker horizontal pleats
+        for k in (1, 2, 3):
+            row = top + (bottom - top) * k / 4.5 - y0
+            thickness = max(0.6, 0.03 * b)
+            pleat |= np.abs(ys - y0 - 0.5 - row) < thickness
+        region[inside & pleat] = _bgr(self.mask_colour * 0.75)
+        loop_y = int(round(top + 0.12 * b))
+        for side in (-1, 1):  # ear loops from the mask's upper corners to the ears
+            start = (int(round(cx + side * 0.95 * a)), loop_y)
+            end = (int(round(cx + side * 1.0 * a)), int(round(cy - 0.15 * b)))
+            cv2.line(img, start, end, _bgr(self.mask_colour * 0.85),
+                     max(1, int(round(0.04 * a))), cv2.LINE_AA)
+
+
+def _overlap_of_smaller(box: tuple[float, ...], other: tuple[float, ...]) -> float:
+    """Intersection area of two xyxy boxes divided by the smaller box's area."""
+    iw = min(box[2], other[2]) - max(box[0], other[0])
+    ih = min(box[3], other[3]) - max(box[1], other[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((box[2] - box[0]) * (box[3] - box[1]),
+                  (other[2] - other[0]) * (other[3] - other[1]))
+    return iw * ih / smaller
+
+
+def _overlap_of_first(box: tuple[float, ...], other: tuple[float, ...]) -> float:
+    """Intersection area of two xyxy boxes divided by the first box's area."""
+    iw = min(box[2], other[2]) - max(box[0], other[0])
+    ih = min(box[3], other[3]) - max(box[1], other[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    return iw * ih / ((box[2] - box[0]) * (box[3] - box[1]))
+
+
+def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int) -> np.ndarray:
+    """``rgb`` plus uniform noise in ``[-amount, amount]`` per channel, as float64 ``(3,)``."""
+    return np.clip(np.asarray(rgb, dtype=np.float64) + rng.uniform(-amount, amount, size=3),
+                   0, 255)
+
+
+def _bgr(rgb: np.ndarray) -> tuple[int, int, int]:
+    """An RGB float colour -> a BGR int tuple for OpenCV."""
+    r, g, b = (int(round(float(v))) for v in np.clip(rgb, 0, 255))
+    return b, g, r
+
+
+def _voc_xml(filename: str, shape: tuple[int, ...], faces: list[FaceAnnotation]) -> str:
+    """The Pascal VOC XML of one image, laid out as the Kaggle face-mask files are."""
+    height, width = shape[:2]
+    lines = ['<annotation>', '    <folder>images</folder>', f'    <filename>{filename}</filename>',
+             '    <size>', f'        <width>{width}</width>', f'        <height>{height}</height>',
+             '        <depth>3</depth>', '    </size>', '    <segmented>0</segmented>']
+    for name, (xmin, ymin, xmax, ymax), difficult, truncated in faces:
+        lines += ['    <object>', f'        <name>{name}</name>',
+                  '        <pose>Unspecified</pose>',
+                  f'        <truncated>{truncated}</truncated>', '        <occluded>0</occluded>',
+                  f'        <difficult>{difficult}</difficult>', '        <bndbox>',
+                  f'            <xmin>{xmin}</xmin>', f'            <ymin>{ymin}</ymin>',
+                  f'            <xmax>{xmax}</xmax>', f'            <ymax>{ymax}</ymax>',
+                  '        </bndbox>', '    </object>']
+    return '\n'.join(lines + ['</annotation>']) + '\n'
+
+
+def summarize_voc(data_root: str, split_file: str) -> str:
+    """A short text summary of one split of a face-mask VOC set: images, faces, sizes.
+
+    Args:
+        data_root: the folder with ``annotations/``, ``images/`` and the split file.
+        split_file: the split file, relative to ``data_root`` (e.g. ``'train.txt'``).
+
+    Returns:
+        Lines such as ``images: 240``, ``faces per class: with_mask=..., ...`` (difficult ones
+        counted apart) and ``face height: min/median/max``.
+    """
+    dataset = FaceMaskDataset(ann_file=split_file, data_root=data_root, test_mode=True,
+                              serialize_data=False)
+    classes = dataset.metainfo['classes']
+    per_class: Counter[str] = Counter()
+    heights = []
+    num_difficult = 0
+    for index in range(len(dataset)):
+        for instance in dataset.get_data_info(index)['instances']:
+            if instance['ignore_flag']:
+                num_difficult += 1
+                continue
+            per_class[classes[instance['bbox_label']]] += 1
+            heights.append(instance['bbox'][3] - instance['bbox'][1])
+    heights_text = (f'{min(heights):.0f}/{float(np.median(heights)):.0f}/{max(heights):.0f} px'
+                    if heights else '-')
+    return '\n'.join([
+        os.path.join(data_root, split_file),
+        f'  images: {len(dataset)}',
+        f'  faces: {sum(per_class.values())}, difficult (ignored): {num_difficult}',
+        '  faces per class: ' + ', '.join(f'{c}={per_class[c]}' for c in classes),
+        f'  face height min/median/max: {heights_text}',
+    ])

@@ -6,6 +6,19 @@ boxes ``(x1, y1, x2, y2)`` in pixels of the original image and contiguous labels
 across ranks), maps each label back to the annotation file's ``category_id`` and runs
 pycocotools on exactly the images that were evaluated.
 
+Ground truth comes from ``ann_file`` (a COCO JSON file) or, with ``ann_file=None``, from the
+evaluated samples themselves, for data sets without a COCO file (e.g. the Pascal VOC XML of
+:class:`~detkit.datasets.VOCDataset`): each sample's ``gt_bboxes`` and ``gt_labels`` become COCO
+annotations (category id = label + 1, names from ``dataset_meta['classes']``, ``area`` = box
+area), each of its ``gt_ignore_bboxes`` (VOC ``difficult``, COCO crowd) becomes one
+``iscrowd=1`` annotation *per category* (a ground-truth ignore box has no label, so a detection
+of any class on it is neither a true nor a false positive), and ``ori_shape`` gives the image
+size. Those boxes must be in original-image pixels, as detections are: the test pipeline must
+load the annotations after ``Resize`` (detkit's test pipelines do; see
+:class:`~detkit.structures.DetSample`). A box reaching beyond ``ori_shape`` raises
+``ValueError``, which catches boxes that a resize enlarged; a shrinking resize cannot be told
+apart.
+
 Example:
     >>> metric = CocoMetric(ann_file='data/coco/annotations/instances_val2017.json')
     >>> metric.dataset_meta = dict(classes=('person', 'bicycle'))  # the Runner does this
@@ -95,7 +108,9 @@ class CocoMetric(BaseMetric):
     """COCO box AP (and optionally proposal AR) computed with pycocotools.
 
     Args:
-        ann_file: the COCO-format annotation JSON of the evaluated split.
+        ann_file: the COCO-format annotation JSON of the evaluated split; ``None``: build the
+            ground truth from the evaluated samples (see the module docstring), which needs
+            ``dataset_meta['classes']`` (the Runner sets it from the data set).
         metric: ``'bbox'`` (AP of class-aware detections) and/or ``'proposal'`` (class-agnostic
             average recall at ``proposal_nums`` boxes per image), a string or a list of them.
         classwise: also report the AP at IoU .50:.95 of every class, as
@@ -122,7 +137,7 @@ class CocoMetric(BaseMetric):
     default_prefix: str | None = 'coco'
 
     def __init__(self,
-                 ann_file: str,
+                 ann_file: str | None = None,
                  metric: str | Sequence[str] = 'bbox',
                  classwise: bool = False,
                  outfile_prefix: str | None = None,
@@ -138,8 +153,9 @@ class CocoMetric(BaseMetric):
             raise ValueError(f'CocoMetric: label_offset must be >= 0, got {label_offset}')
         self.label_offset = int(label_offset)
         self.skip_other_labels = skip_other_labels
-        if not osp.isfile(ann_file):
-            raise FileNotFoundError(f'CocoMetric: ann_file {ann_file!r} does not exist')
+        if ann_file is not None and not osp.isfile(ann_file):
+            raise FileNotFoundError(f'CocoMetric: ann_file {ann_file!r} does not exist (None '
+                                    'builds the ground truth from the evaluated samples)')
         self.ann_file = ann_file
         self.metrics = [metric] if isinstance(metric, str) else list(metric)
         for name in self.metrics:
@@ -159,6 +175,9 @@ class CocoMetric(BaseMetric):
     # ------------------------------------------------------------------ collecting detections
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Store the detections of one batch as CPU numpy arrays in ``self.results``.
+
+        With ``ann_file=None`` each result also keeps the sample's ground truth:
+        ``gt_bboxes`` ``(N, 4)``, ``gt_labels`` ``(N,)`` and ``gt_ignore_bboxes`` ``(M, 4)``.
 
         Args:
             data_batch: the batch fed to the model (unused).
@@ -180,13 +199,19 @@ class CocoMetric(BaseMetric):
                 if self.skip_other_labels:
                     num_classes = len((self.dataset_meta or {}).get('classes', ())) or None
                     keep = (labels >= 0) & (labels < num_classes if num_classes else True)
-            self.results.append(dict(
+            result = dict(
                 img_id=int(sample.img_id),
                 ori_shape=tuple(int(s) for s in sample.ori_shape),
                 bboxes=pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)[keep],
                 scores=pred.scores.detach().cpu().numpy().astype(np.float32).reshape(-1)[keep],
                 labels=labels[keep],
-                skipped=int((~keep).sum())))
+                skipped=int((~keep).sum()))
+            if self.ann_file is None:
+                result.update(
+                    gt_bboxes=_numpy(sample.gt_bboxes, np.float64).reshape(-1, 4),
+                    gt_labels=_numpy(sample.gt_labels, np.int64).reshape(-1),
+                    gt_ignore_bboxes=_numpy(sample.gt_ignore_bboxes, np.float64).reshape(-1, 4))
+            self.results.append(result)
 
     # ------------------------------------------------------------------ computing metrics
     def compute_metrics(self, results: list) -> dict[str, Any]:
@@ -203,16 +228,21 @@ class CocoMetric(BaseMetric):
 
         Raises:
             ValueError: when an image id is not in ``ann_file`` or a class name of
-                ``dataset_meta['classes']`` has no category there.
+                ``dataset_meta['classes']`` has no category there; with ``ann_file=None``,
+                when ``dataset_meta['classes']`` is missing or a sample's ground truth is
+                malformed (see :func:`coco_gt_from_results`).
         """
-        coco_gt = self._load_gt()
-        cat_ids, class_names = self._category_ids(coco_gt)
         skipped = sum(r.get('skipped', 0) for r in results)
+        results = _drop_duplicate_images(results)
+        if self.ann_file is None:
+            coco_gt = self._gt_from_results(results)
+        else:
+            coco_gt = self._load_gt()
+        cat_ids, class_names = self._category_ids(coco_gt)
         if skipped:
             print_log(f'CocoMetric: skipped {skipped} detections whose label (minus label_offset '
                       f'{self.label_offset}) is not one of the {len(cat_ids)} classes of '
-                      f'{self.ann_file}', logger='current', level=logging.INFO)
-        results = _drop_duplicate_images(results)
+                      f'{self._gt_source}', logger='current', level=logging.INFO)
         img_ids = [r['img_id'] for r in results]
         missing = sorted(set(img_ids) - set(coco_gt.getImgIds()))
         if missing:
@@ -306,6 +336,24 @@ class CocoMetric(BaseMetric):
         return metrics
 
     # ------------------------------------------------------------------ annotations
+    @property
+    def _gt_source(self) -> str:
+        """What the ground truth comes from, for messages."""
+        return (repr(self.ann_file) if self.ann_file is not None else
+                'the ground truth of the evaluated samples (ann_file=None)')
+
+    def _gt_from_results(self, results: list[dict]) -> COCO:
+        """A ``COCO`` object built from the ground truth stored by :meth:`process`."""
+        classes = (self.dataset_meta or {}).get('classes')
+        if not classes:
+            raise ValueError("CocoMetric: ann_file=None builds the ground truth from the "
+                             "samples and needs dataset_meta['classes'] (the class names, "
+                             'which the Runner copies from the data set); it is not set')
+        coco_gt = COCO()
+        coco_gt.dataset = coco_gt_from_results(results, classes)
+        _quiet(coco_gt.createIndex)
+        return coco_gt
+
     def _load_gt(self) -> COCO:
         if self._coco_gt is None:
             if not osp.isfile(self.ann_file):
@@ -329,13 +377,85 @@ class CocoMetric(BaseMetric):
         unknown = [name for name in classes if name not in ids_by_name]
         if unknown:
             raise ValueError(f"CocoMetric: dataset_meta['classes'] names {unknown} that are not "
-                             f'categories of {self.ann_file!r}; its categories are '
+                             f'categories of {self._gt_source}; its categories are '
                              f'{sorted(ids_by_name)}')
         ambiguous = [name for name in classes if len(ids_by_name[name]) > 1]
         if ambiguous:
             raise ValueError(f'CocoMetric: categories {ambiguous} appear more than once in '
-                             f'{self.ann_file!r}; cannot map class names to ids')
+                             f'{self._gt_source}; cannot map class names to ids')
         return [ids_by_name[name][0] for name in classes], list(classes)
+
+
+def coco_gt_from_results(results: Sequence[dict], classes: Sequence[str]) -> dict:
+    """COCO ground truth (``images``, ``annotations``, ``categories``) from per-image arrays.
+
+    Category ``k + 1`` is ``classes[k]`` (label ``k``). Boxes become ``iscrowd=0`` annotations
+    with ``area`` = box area; every ignore box becomes one ``iscrowd=1`` annotation of each
+    category, so that a detection of any class on it is ignored (COCOeval matches a crowd region
+    by intersection over the detection's area) and it never counts as a miss.
+
+    Args:
+        results: one dict per image with ``img_id``, ``ori_shape`` ``(h, w)``, ``gt_bboxes``
+            ``(N, 4)`` and ``gt_ignore_bboxes`` ``(M, 4)`` xyxy in original-image pixels and
+            ``gt_labels`` ``(N,)`` in ``0 .. len(classes) - 1``, as stored by
+            :meth:`CocoMetric.process` with ``ann_file=None``.
+        classes: the class names, in label order.
+
+    Returns:
+        A COCO detection dict, ready for ``COCO().dataset``; images in the order of ``results``,
+        annotation ids from 1.
+
+    Raises:
+        ValueError: a result without ground truth (``process`` ran with an ``ann_file``), a
+            label outside the classes, a box that is empty, not finite or reaches beyond
+            ``ori_shape`` (boxes of the resized image: load annotations after ``Resize``).
+    """
+    images, annotations = [], []
+    num_classes = len(classes)
+
+    def add(img_id: int, box: np.ndarray, category_id: int, iscrowd: int) -> None:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        annotations.append(dict(id=len(annotations) + 1, image_id=img_id,
+                                category_id=category_id, bbox=[x1, y1, x2 - x1, y2 - y1],
+                                area=(x2 - x1) * (y2 - y1), iscrowd=iscrowd))
+
+    for result in results:
+        img_id = int(result['img_id'])
+        if 'gt_bboxes' not in result:
+            raise ValueError(f'CocoMetric: image {img_id} carries no ground truth; the metric '
+                             'keeps it only when built with ann_file=None')
+        height, width = (int(v) for v in result['ori_shape'])
+        boxes = np.asarray(result['gt_bboxes'], dtype=np.float64).reshape(-1, 4)
+        labels = np.asarray(result['gt_labels'], dtype=np.int64).reshape(-1)
+        ignored = np.asarray(result['gt_ignore_bboxes'], dtype=np.float64).reshape(-1, 4)
+        if len(boxes) != len(labels):
+            raise ValueError(f'CocoMetric: image {img_id} has {len(boxes)} gt_bboxes but '
+                             f'{len(labels)} gt_labels')
+        bad = (labels < 0) | (labels >= num_classes)
+        if bad.any():
+            raise ValueError(f'CocoMetric: image {img_id} has gt label {int(labels[bad][0])}; '
+                             f'labels must lie in 0..{num_classes - 1} '
+                             f"(dataset_meta['classes'] = {list(classes)})")
+        for name, array in (('gt_bboxes', boxes), ('gt_ignore_bboxes', ignored)):
+            if not np.isfinite(array).all() or (array[:, 2:] <= array[:, :2]).any():
+                raise ValueError(f'CocoMetric: image {img_id}: {name} holds an empty or '
+                                 f'non-finite box (need x2 > x1, y2 > y1): {array.tolist()}')
+            # Half a pixel of slack for the float32 round trip of the boxes.
+            if len(array) and ((array[:, [0, 2]] > width + 0.5).any()
+                               or (array[:, [1, 3]] > height + 0.5).any()):
+                raise ValueError(
+                    f'CocoMetric: image {img_id}: {name} reach beyond the original image of '
+                    f'height x width = {height} x {width}: {array.tolist()}. With ann_file=None '
+                    'the ground truth must be in original-image pixels: put LoadAnnotations '
+                    'after Resize in the test pipeline')
+        images.append(dict(id=img_id, height=height, width=width))
+        for box, label in zip(boxes, labels):
+            add(img_id, box, int(label) + 1, 0)
+        for box in ignored:
+            for category_id in range(1, num_classes + 1):
+                add(img_id, box, category_id, 1)
+    categories = [dict(id=k + 1, name=str(name)) for k, name in enumerate(classes)]
+    return dict(images=images, annotations=annotations, categories=categories)
 
 
 def classwise_ap(precision: np.ndarray, eval_cat_ids: Sequence[int],
@@ -396,6 +516,13 @@ def _dump_json(entries: list[dict], outfile_prefix: str) -> str:
     with open(json_file, 'w') as f:
         json.dump(entries, f)
     return json_file
+
+
+def _numpy(tensor: Any, dtype: type) -> np.ndarray:
+    """A tensor (or array-like) as a CPU numpy array of ``dtype``."""
+    if hasattr(tensor, 'detach'):
+        tensor = tensor.detach().cpu().numpy()
+    return np.asarray(tensor, dtype=dtype)
 
 
 def _quiet(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:

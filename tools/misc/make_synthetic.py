@@ -1,4 +1,4 @@
-"""Generate a synthetic detection data set in COCO format.
+"""Generate a synthetic detection data set (COCO format, or Pascal VOC for the face masks).
 
 Usage::
 
@@ -6,6 +6,8 @@ Usage::
         [--num-val 60] [--min-size 256] [--max-size 512] [--seed 0]
     python tools/misc/make_synthetic.py partial --out data/shapes_partial [--num-train 600]
         [--num-val 100] [--min-size 256] [--max-size 512] [--seed 0]
+    python tools/misc/make_synthetic.py facemask --out data/facemask [--num-train 240]
+        [--num-val 60] [--min-size 256] [--max-size 448] [--seed 0]
 
 Each data set is a subcommand; its generator lives in ``detkit/datasets/synthetic.py``.
 """
@@ -18,8 +20,9 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
-from detkit.datasets.synthetic import (PARTIAL_CLASSES, make_shapes,  # noqa: E402
-                                       make_shapes_partial, summarize_coco)
+from detkit.datasets.synthetic import (PARTIAL_CLASSES, make_facemask,  # noqa: E402
+                                       make_shapes, make_shapes_partial, summarize_coco,
+                                       summarize_voc)
 
 
 def run_shapes(args: argparse.Namespace) -> None:
@@ -77,12 +80,42 @@ def add_partial_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_partial)
 
 
+def run_facemask(args: argparse.Namespace) -> None:
+    """Generate the face-mask set (VOC layout) and print its summary."""
+    start = time.perf_counter()
+    split_files = make_facemask(args.out, num_train=args.num_train, num_val=args.num_val,
+                                min_size=args.min_size, max_size=args.max_size, seed=args.seed)
+    seconds = time.perf_counter() - start
+    num_images = args.num_train + args.num_val
+    print(f'wrote {num_images} images to {args.out} in {seconds:.1f} s '
+          f'({1000 * seconds / max(num_images, 1):.0f} ms/image): images/*.png, '
+          'annotations/*.xml (Pascal VOC), train.txt, val.txt')
+    for split, split_file in split_files.items():
+        if (args.num_train if split == 'train' else args.num_val) > 0:
+            print(summarize_voc(args.out, os.path.basename(split_file)))
+
+
+def add_facemask_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``facemask`` subcommand: cartoon faces with, without and with badly worn masks."""
+    parser = subparsers.add_parser(
+        'facemask', help='faces with_mask / without_mask / mask_weared_incorrect, in the VOC '
+                         'layout of the Kaggle face-mask set')
+    parser.add_argument('--out', required=True, help='output folder, e.g. data/facemask')
+    parser.add_argument('--num-train', type=int, default=240, help='training images')
+    parser.add_argument('--num-val', type=int, default=60, help='validation images')
+    parser.add_argument('--min-size', type=int, default=256, help='smallest image side (px)')
+    parser.add_argument('--max-size', type=int, default=448, help='largest image side (px)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
+    parser.set_defaults(func=run_facemask)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen generator."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     subparsers = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET')
     add_shapes_parser(subparsers)
     add_partial_parser(subparsers)
+    add_facemask_parser(subparsers)
     args = parser.parse_args(argv)
     args.func(args)
 

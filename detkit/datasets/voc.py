@@ -1,0 +1,506 @@
+"""Pascal VOC XML detection data sets: one ``.xml`` file per image, e.g. the Kaggle face masks.
+
+The layout is that of the public Kaggle face-mask detection set (853 images; classes
+``with_mask``, ``without_mask``, ``mask_weared_incorrect``) and of the synthetic set that
+``python tools/misc/make_synthetic.py facemask`` writes::
+
+    data_root/
+      annotations/maksssksksss0.xml ...   one Pascal VOC XML file per image
+      images/maksssksksss0.png ...        the images
+      train.txt, val.txt                  optional split files: one file stem per line
+
+Each XML file is read for ``<filename>``, ``<size><width><height>`` and every ``<object>`` with
+``<name>``, ``<difficult>`` (optional, 0 when absent) and ``<bndbox><xmin><ymin><xmax><ymax>``;
+other tags (``<folder>``, ``<depth>``, ``<pose>``, ``<truncated>``, ``<occluded>``, ...) are
+ignored. Pascal VOC itself reads with ``data_prefix=dict(img='JPEGImages/',
+ann='Annotations/')``, ``ann_file='ImageSets/Main/trainval.txt'`` and its 20 classes (the
+default ``metainfo`` of :class:`VOCDataset`).
+
+Which images: ``ann_file`` names a split file (one stem per line, blank lines and ``#``
+comments skipped), or ``stems`` lists the stems directly; with neither, every ``*.xml`` of the
+annotation folder is read, sorted by name. The Kaggle set ships without split files: see
+``configs/_base_/datasets/facemask_voc.py`` for how to make them.
+
+Box convention. VOC coordinates are 1-based pixel indices and ``xmax``/``ymax`` are inclusive:
+a box with ``xmin=1, xmax=10`` covers the first ten pixel columns. detkit's boxes are
+continuous 0-based pixel coordinates in which pixel column ``c`` (0-based) spans ``[c, c + 1)``
+(as in :mod:`detkit.datasets.synthetic` and COCO), so::
+
+    x1 = xmin - 1,  y1 = ymin - 1,  x2 = xmax,  y2 = ymax     (width = xmax - xmin + 1)
+
+Coordinates are kept as floats (no rounding); boxes reaching beyond the image are clipped to it
+(counted in one log line), so a ``xmin`` of 0, which some annotation tools write, becomes
+``x1 = 0``. :class:`~detkit.evaluation.CocoMetric` with ``ann_file=None`` evaluates against the
+boxes this class produces, so ground truth and detections share this convention.
+
+``difficult``: an object with ``<difficult>1</difficult>`` becomes an ignore region
+(``ignore_flag=1``, in ``gt_ignore_bboxes``): no anchor is trained on it as foreground or
+background, and the metric neither counts it as a miss nor a detection on it as a false
+positive. ``use_difficult=True`` trains and evaluates such objects as ordinary ones.
+
+Image size: from ``<size>``; when ``<size>``, ``<width>`` or ``<height>`` is missing or 0, from
+the image file (its PNG/JPEG header). ``LoadImageFromFile`` later checks that the decoded image
+has this size.
+
+Problems, and what happens:
+
+* an XML file that is not well-formed or whose root is not ``<annotation>``, an ``<object>``
+  without ``<name>``, ``<bndbox>`` or one of its four fields, a coordinate that is not a finite
+  number, ``xmax < xmin`` or ``ymax < ymin``, a ``<size>`` value that is not a number:
+  ``on_error='raise'`` (the default) raises ``ValueError`` naming the file, the object (0-based
+  index among the file's ``<object>`` s) and the field; ``on_error='warn'`` drops the object (a
+  whole file when it cannot be parsed or its ``<size>`` is bad) and counts it in one warning;
+* an object whose class is not in ``metainfo['classes']``: dropped and counted in one warning
+  that names the file and the class (``strict_classes=True``: ``ValueError``);
+* a box wholly outside its image: dropped and counted in the same warning;
+* an image file that does not exist, a split file or a listed XML file that does not exist:
+  ``FileNotFoundError`` naming it.
+
+Each image becomes one dict of the data list, the layout of :class:`CocoDataset`::
+
+    dict(img_path='data/facemask/images/maksssksksss0.png', img_id=0, height=366, width=512,
+         instances=[dict(bbox=[78.0, 104.0, 109.0, 142.0], bbox_label=1, ignore_flag=0)])
+
+``img_id`` is the number that ends every stem when all the read stems end in distinct numbers
+(``maksssksksss12`` -> 12, ``train00007`` -> 7), else the position in the data list plus one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from collections import Counter
+from typing import Callable, Sequence
+
+from mmengine.dataset import BaseDataset
+from mmengine.dataset.base_dataset import force_full_init
+from mmengine.logging import print_log
+
+from detkit.registry import DATASETS, TRANSFORMS
+
+from .cctsdb import image_size
+
+VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
+               'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
+               'sheep', 'sofa', 'train', 'tvmonitor')
+FACEMASK_CLASSES = ('with_mask', 'without_mask', 'mask_weared_incorrect')
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+ON_ERROR_CHOICES = ('raise', 'warn')
+FILTER_KEYS = ('filter_empty_gt', 'min_size')
+BOX_FIELDS = ('xmin', 'ymin', 'xmax', 'ymax')
+
+# Why an object was dropped, in the order the warning lists them.
+_DROP_REASONS = {
+    'unknown_class': "class not in metainfo['classes']",
+    'outside': 'box entirely outside the image',
+    'malformed': "a malformed object (on_error='warn')",
+    'unreadable_file': "an XML file that is not well-formed or has a bad <size> "
+                       "(on_error='warn')",
+}
+
+
+class VOCAnnotationError(ValueError):
+    """A malformed XML file or ``<object>``; the message names the file and the field."""
+
+
+@DATASETS.register_module()
+class VOCDataset(BaseDataset):
+    """A Pascal VOC XML detection data set (boxes only); see the module docstring.
+
+    Args:
+        ann_file: a split file (one image stem per line), relative to ``data_root`` unless
+            absolute; ``None`` or ``''``: every XML file of the annotation folder (or ``stems``).
+        data_root: the folder holding the data set, e.g. ``'data/facemask/'``.
+        data_prefix: ``dict(img=folder, ann=folder)``: the image and XML folders, relative to
+            ``data_root`` unless absolute; default ``dict(img='images/', ann='annotations/')``.
+        stems: the image stems to read (instead of a split file), e.g. ``['maksssksksss0']``.
+        use_difficult: train and evaluate ``difficult`` objects as ordinary ones instead of
+            as ignore regions.
+        strict_classes: raise ``ValueError`` for an object whose class is not in
+            ``metainfo['classes']`` instead of dropping and counting it.
+        on_error: ``'raise'`` or ``'warn'`` for malformed XML (see the module docstring).
+        filter_cfg: in training only: ``filter_empty_gt=True`` drops images without a
+            non-ignored object; ``min_size=32`` drops images whose shorter side is below 32 px.
+        pipeline: transforms (configs, built from detkit's ``TRANSFORMS``, or callables).
+        test_mode: whether the set is used for validation/testing (nothing is filtered).
+        metainfo: ``dict(classes=(name, ...))``: the class names, in label order; default: the
+            20 Pascal VOC classes (:class:`FaceMaskDataset`: the 3 face-mask classes).
+        lazy_init: defer reading the annotations until ``full_init()`` or the first access.
+        serialize_data: keep the data list as one pickled buffer (shared by dataloader workers).
+        indices: keep only these indices (or the first ``indices`` images) after filtering.
+        max_refetch: how often ``__getitem__`` retries another image when the pipeline returns
+            ``None`` in training.
+
+    Example:
+        >>> dataset = VOCDataset(ann_file='val.txt', data_root='data/facemask/',
+        ...                      metainfo=dict(classes=FACEMASK_CLASSES), test_mode=True)
+        >>> dataset.get_data_info(0)['instances'][0]
+        {'bbox': [...], 'bbox_label': ..., 'ignore_flag': 0}
+    """
+
+    METAINFO = dict(classes=VOC_CLASSES)
+
+    def __init__(self,
+                 ann_file: str | None = None,
+                 data_root: str = '',
+                 data_prefix: dict | None = None,
+                 stems: Sequence[str] | None = None,
+                 use_difficult: bool = False,
+                 strict_classes: bool = False,
+                 on_error: str = 'raise',
+                 filter_cfg: dict | None = None,
+                 pipeline: Sequence[dict | Callable] = (),
+                 test_mode: bool = False,
+                 metainfo: dict | None = None,
+                 lazy_init: bool = False,
+                 serialize_data: bool = True,
+                 indices: int | Sequence[int] | None = None,
+                 max_refetch: int = 1000) -> None:
+        name = type(self).__name__
+        data_prefix = {'img': 'images/', 'ann': 'annotations/', **(data_prefix or {})}
+        unknown_prefix = sorted(set(data_prefix) - {'img', 'ann'})
+        if unknown_prefix:
+            raise KeyError(f"{name}: data_prefix keys {unknown_prefix} are unknown; expected "
+                           f"'img' (the image folder) and 'ann' (the XML folder)")
+        if ann_file and stems is not None:
+            raise ValueError(f'{name}: give the images either as a split file (ann_file='
+                             f'{ann_file!r}) or as stems, not both')
+        if isinstance(stems, str):
+            raise TypeError(f'{name}: stems must be a list of file stems, got the string '
+                            f'{stems!r} (a split file goes into ann_file)')
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f'{name}: on_error={on_error!r}; expected one of '
+                             f'{list(ON_ERROR_CHOICES)}')
+        unknown = sorted(set(filter_cfg or {}) - set(FILTER_KEYS))
+        if unknown:
+            raise ValueError(f'{name}: unknown filter_cfg keys {unknown}; expected some of '
+                             f'{list(FILTER_KEYS)}')
+        self.stems = None if stems is None else [str(s) for s in stems]
+        self.use_difficult = use_difficult
+        self.strict_classes = strict_classes
+        self.on_error = on_error
+        # mmengine's Compose looks types up in its root registry, which finds detkit's transforms
+        # only inside a Runner (default_scope='detkit'); building them here works everywhere.
+        built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        super().__init__(ann_file=ann_file or '', metainfo=metainfo, data_root=data_root,
+                         data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
+                         serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
+                         lazy_init=lazy_init, max_refetch=max_refetch)
+
+    def load_data_list(self) -> list[dict]:
+        """Read the XML files of the chosen stems into one dict per image.
+
+        Returns:
+            The data list (see the module docstring), in the order of the split file, of
+            ``stems`` or of the sorted XML file names.
+
+        Raises:
+            FileNotFoundError: the annotation folder, the split file, a listed XML file or an
+                image does not exist.
+            VOCAnnotationError: (a ``ValueError``) malformed XML with ``on_error='raise'``, or
+                an unknown class with ``strict_classes=True``.
+            ValueError: ``metainfo['classes']`` is not a list of distinct names, or the split
+                file lists no stem or a stem twice.
+        """
+        classes = self._metainfo.get('classes')
+        if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
+            raise ValueError(f"{type(self).__name__}: metainfo['classes'] must be a non-empty "
+                             f'sequence of class names, got {classes!r}')
+        duplicated = sorted(n for n, c in Counter(classes).items() if c > 1)
+        if duplicated:
+            raise ValueError(f"{type(self).__name__}: metainfo['classes'] names {duplicated} "
+                             'more than once')
+        label_of = {name: label for label, name in enumerate(classes)}
+        ann_dir, img_dir = self.data_prefix['ann'], self.data_prefix['img']
+        stems = self._read_stems(ann_dir)
+
+        drops: Counter[str] = Counter()
+        examples: dict[str, str] = {}
+        num_objects = num_clipped = 0
+        data_list = []
+        for stem in stems:
+            xml_path = os.path.join(ann_dir, stem + '.xml')
+            try:
+                root = _parse_voc_xml(xml_path)
+                entry = self._image_entry(root, xml_path, stem, img_dir)
+            except VOCAnnotationError as err:
+                self._problem(err, 'unreadable_file', drops, examples)
+                continue
+            objects = [child for child in root if child.tag == 'object']
+            num_objects += len(objects)
+            for index, obj in enumerate(objects):
+                where = f'{xml_path}: object {index}'
+                try:
+                    name, coords, difficult = _parse_object(obj, where)
+                except VOCAnnotationError as err:
+                    self._problem(err, 'malformed', drops, examples)
+                    continue
+                if name not in label_of:
+                    if self.strict_classes:
+                        raise VOCAnnotationError(
+                            f'{type(self).__name__}: {where}: class {name!r} is not one of '
+                            f'{list(classes)} (strict_classes=True)')
+                    drops['unknown_class'] += 1
+                    examples.setdefault('unknown_class', f'{where}: class {name!r}')
+                    continue
+                box = _clip(coords, entry['width'], entry['height'])
+                if box is None:
+                    drops['outside'] += 1
+                    examples.setdefault('outside', f'{where}: (xmin, ymin, xmax, ymax) = '
+                                                   f'{tuple(coords)} in a {entry["width"]} x '
+                                                   f'{entry["height"]} image')
+                    continue
+                num_clipped += box != _to_continuous(coords)
+                entry['instances'].append(dict(
+                    bbox=box, bbox_label=label_of[name],
+                    ignore_flag=int(difficult and not self.use_difficult)))
+            data_list.append(entry)
+
+        _assign_image_ids(data_list, [e.pop('stem') for e in data_list])
+        self._warn_dropped(drops, examples, num_objects, len(stems))
+        if num_clipped:
+            print_log(f'{type(self).__name__}: clipped {num_clipped} boxes of {ann_dir} that '
+                      'extend beyond their image to the image', logger='current',
+                      level=logging.INFO)
+        return data_list
+
+    def _read_stems(self, ann_dir: str) -> list[str]:
+        """The stems to read: from the split file, ``stems`` or the annotation folder."""
+        name = type(self).__name__
+        if not os.path.isdir(ann_dir):
+            raise FileNotFoundError(
+                f'{name}: the annotation folder {ann_dir!r} does not exist (data_root='
+                f"{self.data_root!r}, data_prefix['ann']). {_layout_hint(self.data_root)}")
+        if self.ann_file:
+            stems = _read_split_file(self.ann_file, name)
+        elif self.stems is not None:
+            stems = list(self.stems)
+        else:
+            stems = sorted(os.path.splitext(n)[0] for n in os.listdir(ann_dir)
+                           if n.lower().endswith('.xml'))
+            if not stems:
+                raise FileNotFoundError(f'{name}: the annotation folder {ann_dir!r} holds no '
+                                        f'.xml file. {_layout_hint(self.data_root)}')
+            return stems
+        where = self.ann_file or 'stems'
+        repeated = sorted(s for s, c in Counter(stems).items() if c > 1)
+        if repeated:
+            raise ValueError(f'{name}: {where} lists {repeated[:5]} more than once')
+        missing = [s for s in stems if not os.path.isfile(os.path.join(ann_dir, s + '.xml'))]
+        if missing:
+            raise FileNotFoundError(
+                f'{name}: {len(missing)} stems of {where} have no XML file in {ann_dir!r}, e.g. '
+                f'{os.path.join(ann_dir, missing[0] + ".xml")!r}')
+        return stems
+
+    def _image_entry(self, root: ET.Element, xml_path: str, stem: str, img_dir: str) -> dict:
+        """The data-list dict of one XML file, without instances yet (they follow)."""
+        filename = (root.findtext('filename') or '').strip()
+        names = ([filename] if filename else []) + [stem + ext for ext in IMAGE_EXTENSIONS]
+        path = next((os.path.join(img_dir, n) for n in names
+                     if os.path.isfile(os.path.join(img_dir, n))), None)
+        if path is None:
+            raise FileNotFoundError(
+                f'{type(self).__name__}: {xml_path}: image {names[0]!r} is not in the image '
+                f"folder {img_dir!r} (data_prefix['img']); looked for {names}")
+        width, height = _xml_size(root, xml_path)
+        if not width or not height:  # missing or 0: the image knows
+            height, width = image_size(path)
+        return dict(img_path=path, img_id=-1, height=int(height), width=int(width),
+                    instances=[], stem=stem)
+
+    def _problem(self, err: VOCAnnotationError, reason: str, drops: Counter,
+                 examples: dict[str, str]) -> None:
+        """Raise ``err`` or count it under ``reason``, following ``on_error``."""
+        if self.on_error == 'raise':
+            raise VOCAnnotationError(f'{type(self).__name__}: {err}') from None
+        drops[reason] += 1
+        examples.setdefault(reason, str(err))
+
+    def _warn_dropped(self, drops: Counter, examples: dict[str, str], num_objects: int,
+                      num_files: int) -> None:
+        """One warning for everything dropped while loading, with one example per reason."""
+        if not sum(drops.values()):
+            return
+        num_files_skipped = drops['unreadable_file']
+        num_dropped = sum(drops.values()) - num_files_skipped
+        skipped = (f' and skipped {num_files_skipped} of {num_files} XML files'
+                   if num_files_skipped else f' in {num_files} XML files')
+        parts = [f'{drops[key]} with {text} (e.g. {examples[key]})'
+                 for key, text in _DROP_REASONS.items() if drops[key]]
+        source = self.ann_file or self.data_prefix['ann']
+        warnings.warn(f'{type(self).__name__}: dropped {num_dropped} of {num_objects} objects'
+                      f'{skipped} of {source}: ' + '; '.join(parts), stacklevel=3)
+
+    def filter_data(self) -> list[dict]:
+        """Apply ``filter_cfg`` in training; in ``test_mode`` every image is kept.
+
+        Returns:
+            The kept part of the data list.
+        """
+        if self.test_mode or not self.filter_cfg:
+            return self.data_list
+        filter_empty_gt = bool(self.filter_cfg.get('filter_empty_gt', False))
+        min_size = self.filter_cfg.get('min_size', 0) or 0
+        kept, num_empty, num_small = [], 0, 0
+        for info in self.data_list:
+            if filter_empty_gt and not any(i['ignore_flag'] == 0 for i in info['instances']):
+                num_empty += 1
+            elif min(info['width'], info['height']) < min_size:
+                num_small += 1
+            else:
+                kept.append(info)
+        if num_empty or num_small:
+            print_log(f'{type(self).__name__}: kept {len(kept)} of {len(self.data_list)} '
+                      f'images (filter_empty_gt dropped {num_empty}, min_size={min_size} '
+                      f'dropped {num_small})', logger='current', level=logging.INFO)
+        return kept
+
+    @force_full_init
+    def get_cat_ids(self, idx: int) -> list[int]:
+        """The labels of the non-ignored objects of image ``idx`` (for class-balanced sampling).
+
+        Args:
+            idx: the index into the data set.
+
+        Returns:
+            One label per non-ignored object (repeats kept).
+        """
+        return [i['bbox_label'] for i in self.get_data_info(idx)['instances']
+                if i['ignore_flag'] == 0]
+
+
+@DATASETS.register_module()
+class FaceMaskDataset(VOCDataset):
+    """The Kaggle face-mask detection set (or its synthetic stand-in): :class:`VOCDataset` with
+    the classes ``FACEMASK_CLASSES`` (labels 0, 1, 2 = ``with_mask``, ``without_mask``,
+    ``mask_weared_incorrect``) and the layout ``annotations/*.xml`` + ``images/*``.
+
+    Example:
+        >>> dataset = FaceMaskDataset(ann_file='train.txt', data_root='data/facemask/')
+        >>> dataset.metainfo['classes']
+        ('with_mask', 'without_mask', 'mask_weared_incorrect')
+    """
+
+    METAINFO = dict(classes=FACEMASK_CLASSES)
+
+
+def _read_split_file(path: str, name: str) -> list[str]:
+    """The stems of a split file: one per line, blank lines and ``#`` comments skipped."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{name}: split file {path!r} does not exist; it lists one image '
+                                'stem per line (ann_file=None reads every XML file)')
+    with open(path, encoding='utf-8-sig') as f:
+        stems = [line.split('#', 1)[0].strip() for line in f]
+    stems = [s[:-4] if s.lower().endswith('.xml') else s for s in stems if s]
+    if not stems:
+        raise ValueError(f'{name}: split file {path!r} lists no image stem')
+    return stems
+
+
+def _parse_voc_xml(path: str) -> ET.Element:
+    """Parse a VOC XML file; its root must be ``<annotation>``."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        line, column = err.position
+        raise VOCAnnotationError(f'{path}:{line}:{column}: not a well-formed XML file '
+                                 f'({err})') from None
+    if root.tag != 'annotation':
+        raise VOCAnnotationError(f'{path}: the root element must be <annotation> (Pascal VOC), '
+                                 f'got <{root.tag}>')
+    return root
+
+
+def _xml_size(root: ET.Element, xml_path: str) -> tuple[int, int]:
+    """``(width, height)`` from ``<size>``; 0 for a missing value."""
+    size = root.find('size')
+    values = []
+    for key in ('width', 'height'):
+        text = None if size is None else size.findtext(key)
+        if text is None or not text.strip():
+            values.append(0)
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = float('nan')
+        if not math.isfinite(value) or value < 0 or value != int(value):
+            raise VOCAnnotationError(f'{xml_path}: <size><{key}> is {text.strip()!r}; expected '
+                                     'a whole number of pixels (0 or absent: read from the image)')
+        values.append(int(value))
+    return values[0], values[1]
+
+
+def _parse_object(obj: ET.Element, where: str) -> tuple[str, list[float], bool]:
+    """One ``<object>`` -> ``(class name, [xmin, ymin, xmax, ymax], difficult)``."""
+    name = (obj.findtext('name') or '').strip()
+    if not name:
+        raise VOCAnnotationError(f'{where}: <object> has no <name>')
+    box = obj.find('bndbox')
+    if box is None:
+        raise VOCAnnotationError(f'{where} ({name!r}): <object> has no <bndbox>')
+    coords = []
+    for key in BOX_FIELDS:
+        text = box.findtext(key)
+        if text is None or not text.strip():
+            raise VOCAnnotationError(f'{where} ({name!r}): <bndbox> has no <{key}>')
+        try:
+            value = float(text)
+        except ValueError:
+            raise VOCAnnotationError(f'{where} ({name!r}): <{key}> is {text.strip()!r}, not a '
+                                     'number') from None
+        if not math.isfinite(value):
+            raise VOCAnnotationError(f'{where} ({name!r}): <{key}> is {text.strip()!r}, not a '
+                                     'finite number')
+        coords.append(value)
+    xmin, ymin, xmax, ymax = coords
+    if xmax < xmin or ymax < ymin:
+        raise VOCAnnotationError(f'{where} ({name!r}): empty box (xmin, ymin, xmax, ymax) = '
+                                 f'{tuple(coords)}; need xmax >= xmin and ymax >= ymin '
+                                 '(inclusive 1-based pixel indices)')
+    difficult = (obj.findtext('difficult') or '0').strip()
+    try:
+        is_difficult = float(difficult) != 0
+    except ValueError:
+        raise VOCAnnotationError(f'{where} ({name!r}): <difficult> is {difficult!r}; expected '
+                                 '0 or 1') from None
+    return name, coords, is_difficult
+
+
+def _to_continuous(coords: Sequence[float]) -> list[float]:
+    """VOC ``[xmin, ymin, xmax, ymax]`` (1-based, inclusive) -> ``[x1, y1, x2, y2]`` (0-based)."""
+    xmin, ymin, xmax, ymax = coords
+    return [xmin - 1.0, ymin - 1.0, float(xmax), float(ymax)]
+
+
+def _clip(coords: Sequence[float], width: int, height: int) -> list[float] | None:
+    """The continuous box of VOC ``coords`` clipped to the image; None when nothing is left."""
+    x1, y1, x2, y2 = _to_continuous(coords)
+    box = [min(max(x1, 0.0), float(width)), min(max(y1, 0.0), float(height)),
+           min(max(x2, 0.0), float(width)), min(max(y2, 0.0), float(height))]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return None
+    return box
+
+
+def _assign_image_ids(data_list: list[dict], stems: list[str]) -> None:
+    """The number that ends every stem when those are distinct, else position + 1."""
+    numbers = []
+    for stem in stems:
+        digits = len(stem) - len(stem.rstrip('0123456789'))
+        numbers.append(int(stem[-digits:]) if digits else None)
+    use_numbers = None not in numbers and len(set(numbers)) == len(numbers)
+    for index, (entry, number) in enumerate(zip(data_list, numbers)):
+        entry['img_id'] = number if use_numbers else index + 1
+
+
+def _layout_hint(data_root: str) -> str:
+    """Where the files should be, and how to make the synthetic face-mask set."""
+    return ('A VOC-style set holds annotations/*.xml and images/* under data_root (data_prefix='
+            "dict(img='images/', ann='annotations/')). The synthetic face-mask set is made with "
+            '`python tools/misc/make_synthetic.py facemask --out data/facemask`; the Kaggle '
+            'face-mask set unpacks into exactly this layout.')
