@@ -87,7 +87,12 @@ def test_non_numeric_stems_get_sequential_ids(tmp_path):
     ('00000.png;5;six;15;16;warning', "y1='six' is not a number"),
     ('00000.png;5;6;15;nan;warning', "y2='nan' is not a finite number"),
     ('00000.png;15;6;5;16;warning', 'empty box'),
+    ('00000.png;5;6;5;16;warning', 'empty box (x1, y1, x2, y2) = (5.0, 6.0, 5.0, 16.0)'),
+    ('00000.png;5;6;inf;16;warning', "x2='inf' is not a finite number"),
     ('00000.png;500;600;700;800;warning', 'lies outside its image'),
+    ('00000.png;-30;-20;-10;-5;warning', 'box (-30.0, -20.0, -10.0, -5.0) lies outside its image '
+                                         '00000.png of width x height = 60 x 40'),
+    (';5;6;15;16;warning', 'empty image name'),
     ('00000.png;5;6;15;16;stop', "unknown class 'stop'; the CCTSDB classes are ['warning', "
                                  "'prohibitory', 'mandatory']"),
 ])
@@ -98,6 +103,32 @@ def test_malformed_txt_line_names_file_and_line(images, tmp_path, line, message)
         load_cctsdb(str(gt), str(images))
     assert f'{gt}:3: ' in str(info.value)
     assert message in str(info.value)
+
+
+def test_partly_outside_boxes_are_clipped_and_repeated_boxes_dropped(images, tmp_path):
+    gt = tmp_path / 'GroundTruth.txt'
+    gt.write_text('00000.png;-5;-6;15;16;warning\n00000.png;5;6;15;16;warning\n'
+                  '00000.png;5;6;15;16;warning\n00000.png;5;6;15;16;mandatory\n'
+                  '00000.png;5;6;15;16;warning\n')
+    with pytest.warns(UserWarning) as record:
+        data = load_cctsdb(str(gt), str(images))
+    assert len(record) == 1
+    assert str(record[0].message) == (
+        f'CCTSDBDataset: dropped 2 repeated boxes of {gt} (the same box, class and difficulty '
+        "listed twice for one image), e.g. 00000.png: box [5.0, 6.0, 15.0, 16.0] of class "
+        "'warning'")
+    assert data[0]['instances'] == [
+        dict(bbox=[0.0, 0.0, 15.0, 16.0], bbox_label=0, ignore_flag=0),
+        dict(bbox=[5.0, 6.0, 15.0, 16.0], bbox_label=0, ignore_flag=0),
+        dict(bbox=[5.0, 6.0, 15.0, 16.0], bbox_label=2, ignore_flag=0)]
+
+
+@pytest.mark.parametrize('content', ['', '\n \n'])
+def test_empty_ground_truth_file_raises(images, tmp_path, content):
+    gt = tmp_path / 'GroundTruth.txt'
+    gt.write_text(content)
+    with pytest.raises(ValueError, match=rf'CCTSDBDataset: {gt} is empty \(no '):
+        load_cctsdb(str(gt), str(images))
 
 
 def test_on_error_warn_skips_malformed_entries_with_one_warning(images, tmp_path):
@@ -159,6 +190,8 @@ def test_voc_folder_with_the_mandatoty_typo_difficult_and_extension_fallback(ima
     ('<annotation>\n  <filename>00000.png</filename>\n  <object>\n    <bndbox><xmin>1</xmin>'
      '<ymin>1</ymin><xmax>5</xmax></bndbox>\n    <name>warning</name>\n  </object>\n'
      '</annotation>\n', 3, 'has no <ymax>'),
+    ('', 1, 'not a well-formed XML file: no element found'),
+    ('<root/>\n', 1, 'the root element must be <annotation>'),
 ])
 def test_malformed_xml_names_file_and_line(images, tmp_path, text, line, message):
     xml_dir = tmp_path / 'xml'
@@ -168,6 +201,19 @@ def test_malformed_xml_names_file_and_line(images, tmp_path, text, line, message
         load_cctsdb(str(xml_dir), str(images))
     assert f"{xml_dir / '00000.xml'}:{line}: " in str(info.value)
     assert message in str(info.value)
+
+
+def test_two_xml_files_for_one_image(images, tmp_path):
+    xml_dir = tmp_path / 'xml'
+    xml_dir.mkdir()
+    (xml_dir / '00000.xml').write_text(_voc('00000.png', [('warning', (5, 6, 15, 16), 0)]))
+    (xml_dir / 'copy.xml').write_text(_voc('00000.png', [('mandatory', (1, 2, 9, 9), 0)]))
+    with pytest.raises(ValueError, match=rf"{xml_dir / 'copy.xml'}:1: image '00000.png' is "
+                                         rf"already annotated by {xml_dir / '00000.xml'}:1"):
+        load_cctsdb(str(xml_dir), str(images))
+    with pytest.warns(UserWarning, match='skipped 1 malformed annotation entries'):
+        data = load_cctsdb(str(xml_dir), str(images), on_error='warn')
+    assert len(data) == 1 and data[0]['instances'][0]['bbox_label'] == 0
 
 
 def test_unknown_class_error_lists_valid_names_and_aliases_extend(images, tmp_path):
@@ -211,6 +257,17 @@ def test_jpeg_header_size_follows_exif_orientation(tmp_path, orientation, expect
                                             byte_order))
     assert image_size(str(path)) == expected
     assert decode_image(str(path)).shape[:2] == expected
+
+
+@pytest.mark.parametrize('orientation, expected', [(3, (20, 40)), (6, (40, 20)), (8, (40, 20))])
+def test_png_with_exif_orientation_size_equals_the_decoded_size(tmp_path, orientation, expected):
+    from PIL import Image
+    image = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / 'rotated.png', exif=exif.tobytes())
+    assert image_size(str(tmp_path / 'rotated.png')) == \
+        decode_image(str(tmp_path / 'rotated.png')).shape[:2] == expected
 
 
 # -------------------------------------------------------------------------------- data set

@@ -161,6 +161,96 @@ def test_malformed_json_names_file_and_key(tmp_path):
         CocoDataset(ann_file=str(path), metainfo=dict(classes=('a',)))
 
 
+def _valid_coco(**changes):
+    coco = dict(images=[dict(id=1, file_name='a.png', height=20, width=30),
+                        dict(id=2, file_name='b.png', height=20, width=30)],
+                annotations=[_ann(7, 1, 1, [1, 2, 3, 4]), _ann(8, 2, 1, [1, 2, 3, 4])],
+                categories=[dict(id=1, name='a')])
+    coco.update(changes)
+    return coco
+
+
+_IMG = dict(id=1, file_name='a.png', height=20, width=30)
+
+
+@pytest.mark.parametrize('content, message', [
+    ('', r'bad.json is empty \(0 bytes\)'),
+    ('[]', 'bad.json must hold a JSON object with images, annotations and categories, got a '
+           'list'),
+    (dict(annotations=[], categories=[]), "bad.json has no 'images' key"),
+    (dict(images=[_IMG], categories=[]), "bad.json has no 'annotations' key"),
+    (_valid_coco(images={}), "'images' must be a list, got dict"),
+    (_valid_coco(images=[]), r"bad.json lists no images \('images' is empty\)"),
+    (_valid_coco(images=[5]), r'images\[0\] must be an object, got 5'),
+    (_valid_coco(images=[dict(_IMG, height=0)]),
+     r'images\[0\] \(id 1\) has height=0; expected a positive integer'),
+    (_valid_coco(images=[dict(_IMG, width='30')]), "has width='30'; expected a positive integer"),
+    (_valid_coco(images=[dict(_IMG, width=30.5)]), 'has width=30.5; expected a positive integer'),
+    (_valid_coco(images=[dict(_IMG, file_name='')]), "file_name=''; expected a non-empty string"),
+    (_valid_coco(images=[dict(_IMG, id=[1])]), r'images\[0\] has id=\[1\]; expected a number'),
+    (_valid_coco(images=[_IMG, dict(_IMG, file_name='b.png')]),
+     r'image id 1 appears twice in images \(images\[0\] and images\[1\]\)'),
+    (_valid_coco(images=[_IMG, dict(_IMG, id=2)]),
+     r"file_name 'a.png' appears twice in images \(images\[0\] with id 1 and images\[1\] "
+     r'with id 2\)'),
+    (_valid_coco(annotations=['x']), r"annotations\[0\] must be an object, got 'x'"),
+    (_valid_coco(annotations=[dict(id=1, category_id=1, bbox=[1, 2, 3, 4])]),
+     r"annotations\[0\] misses \['image_id'\]"),
+    (_valid_coco(annotations=[_ann(1, [1], 1, [1, 2, 3, 4])]),
+     r'annotations\[0\] has image_id=\[1\]; expected a number or a string'),
+    (_valid_coco(annotations=[_ann(7, 1, 1, [1, 2, 3, 4]), _ann(7, 2, 1, [1, 2, 3, 4])]),
+     r'annotation id 7 is used twice \(annotations\[0\] and annotations\[1\]\); '
+     'pycocotools, and so COCO evaluation'),
+    (_valid_coco(categories=[dict(id=1)]), r"categories\[0\] misses \['name'\]"),
+    (_valid_coco(categories=[dict(id=1, name='a'), dict(id=1, name='b')]),
+     r'category id 1 is used twice \(categories\[0\] and categories\[1\]\)'),
+])
+def test_structural_problems_raise_naming_file_and_entry(tmp_path, content, message):
+    path = tmp_path / 'bad.json'
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ValueError, match=message):
+        CocoDataset(ann_file=str(path), metainfo=dict(classes=('a',)))
+
+
+def test_valid_coco_helper_loads(tmp_path):
+    """The base of the structural cases above is itself valid (each case breaks one thing)."""
+    path = tmp_path / 'ok.json'
+    path.write_text(json.dumps(_valid_coco()))
+    dataset = CocoDataset(ann_file=str(path), metainfo=dict(classes=('a',)))
+    assert len(dataset) == 2 and dataset.get_cat_ids(1) == [0]
+
+
+def test_each_bad_box_is_dropped_and_counted(tmp_path):
+    coco = _valid_coco(annotations=[
+        _ann(1, 1, 1, [-5, 2, 10, 4]),                 # kept, clipped to [0, 2, 5, 6]
+        _ann(2, 1, 1, [1, 2, float('inf'), 4]),        # not finite
+        _ann(3, 1, 1, [1, 2, 3, -4]),                  # negative height
+        _ann(4, 1, 1, [-50, 2, 20, 4]),                # entirely left of the image
+        _ann(5, 1, 1, [1, 25, 3, 4]),                  # entirely below the image
+        _ann(6, 99, 1, [1, 2, 3, 4]),                  # image_id not among the images
+        dict(id=9, image_id=2, category_id=1),         # no bbox
+        _ann(10, 2, 1, [True, 2, 3, 4]),               # a bool is not a coordinate
+        _ann(11, 2, 5, [1, 2, 3, 4]),                  # category 5 not among the categories
+    ])
+    path = tmp_path / 'boxes.json'
+    path.write_text(json.dumps(coco))
+    with pytest.warns(UserWarning) as record:
+        dataset = CocoDataset(ann_file=str(path), metainfo=dict(classes=('a',)))
+    messages = [str(w.message) for w in record if 'CocoDataset' in str(w.message)]
+    assert len(messages) == 1
+    message = messages[0]
+    assert f'dropped 8 of 9 annotations of {path}' in message
+    for text in ('2 with bbox is not a list of 4 numbers', '1 with bbox has a NaN or infinite',
+                 '1 with bbox width or height <= 0', '2 with bbox lies entirely outside',
+                 "1 with category_id is not among the file's categories",
+                 "1 with image_id is not among the file's images (e.g. annotation id 6: "
+                 'image_id=99)'):
+        assert text in message, text
+    assert dataset.get_data_info(0)['instances'] == [dict(bbox=[0.0, 2.0, 5.0, 6.0],
+                                                          bbox_label=0, ignore_flag=0)]
+    assert dataset.get_data_info(1)['instances'] == []
+
+
 def test_pipeline_from_configs_yields_packed_sample(ann_file):
     pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
                 dict(type='Resize', scale=(200, 160)), dict(type='PackDetInputs')]

@@ -28,15 +28,46 @@ Each image becomes one dict of the data list, the layout of :class:`CocoDataset`
 ``img_id`` is the file stem as an int when every stem is a distinct number (``00042.png`` ->
 42), else the position in the data list plus one.
 
-Errors. With ``on_error='raise'`` (the default) the first malformed entry raises ``ValueError``
-naming ``file:line`` and what is wrong: a wrong number of ``;`` fields, a coordinate that is not
-a finite number, an empty box (``x2 <= x1`` or ``y2 <= y1``) or one wholly outside its image,
-an unknown class (the message lists the valid names), an XML file that is not well-formed or an
-``<object>`` without ``<name>``/``<bndbox>``. With ``on_error='warn'`` such entries (a whole XML
-file when it is not well-formed) are skipped and one warning gives their number and the first
-example. An image that is referenced but not found raises ``FileNotFoundError`` naming
-``file:line``, unless ``skip_missing_images=True`` (the 2021 XML package holds the annotations
-of the training and the test split together; the image folder then selects the split).
+Bad input, and what happens (``tests/test_cctsdb.py`` checks each row). A *malformed entry*
+raises ``ValueError`` naming ``file:line`` and what is wrong with ``on_error='raise'`` (the
+default); with ``on_error='warn'`` it is skipped (a whole XML file when it cannot be parsed)
+and one warning gives the number of such entries and the first one.
+
+============================================  ===============================================
+problem                                       what happens
+============================================  ===============================================
+``ann_file`` missing; an XML folder without   ``FileNotFoundError`` naming it
+``.xml`` files
+an empty ``GroundTruth.txt`` (no box line)    ``ValueError`` naming the file
+a line without 6 ``;`` fields, an empty       malformed entry
+image name
+a coordinate that is not a number, NaN or     malformed entry
+infinite
+an empty box (``x2 <= x1`` or ``y2 <= y1``),  malformed entry
+negative width or height
+a box wholly outside its image (e.g. all      malformed entry
+coordinates negative)
+a box partly outside its image                clipped to the image; counted in one log line
+an unknown class (after ``CLASS_ALIASES``)    malformed entry; the message lists the classes
+an XML file that is empty, not well-formed    malformed entry (the whole file)
+or whose root is not ``<annotation>``
+an ``<object>`` without ``<name>``,           malformed entry
+``<bndbox>`` or one of its four values
+two XML files naming the same image           malformed entry (the second file)
+the same image on several text lines          normal (one line per box): merged into one image
+the same box, class and difficulty twice for  the repeat is dropped; counted in one warning
+one image
+an image that is not in the image folder      ``FileNotFoundError`` naming ``file:line``;
+                                              ``skip_missing_images=True`` skips and counts it
+                                              (the 2021 XML package holds the annotations of
+                                              the training and the test split together; the
+                                              image folder then selects the split)
+an image whose size cannot be read (empty,    ``bad_sample`` decides: ``'error'`` raises
+not an image) while loading; an image that    naming it, ``'skip'`` leaves it out in training
+cannot be decoded in the pipeline             (warned once, in ``skipped_files``); see
+                                              :mod:`detkit.datasets.bad_samples`
+no image left at all                          ``ValueError`` with the counts
+============================================  ===============================================
 """
 from __future__ import annotations
 
@@ -47,14 +78,15 @@ import struct
 import warnings
 import xml.parsers.expat
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from detkit.registry import DATASETS, TRANSFORMS
 
-from .transforms.loading import decode_image
+from .bad_samples import BadSampleHandler
+from .transforms.loading import ImageDecodeError, decode_image
 
 CCTSDB_CLASSES = ('warning', 'prohibitory', 'mandatory')
 
@@ -74,7 +106,8 @@ def image_size(path: str) -> tuple[int, int]:
     """The ``(height, width)`` of an image file as :func:`decode_image` returns it.
 
     PNG and JPEG sizes come from the file header (a few hundred bytes; a JPEG's EXIF orientation
-    5-8 swaps the sides, as OpenCV rotates such images when decoding); any other file is decoded.
+    5-8 swaps the sides, as OpenCV rotates such images when decoding); a PNG with an ``eXIf``
+    chunk (OpenCV 5 applies its orientation) and any other file are decoded.
 
     Args:
         path: the image file.
@@ -89,7 +122,7 @@ def image_size(path: str) -> tuple[int, int]:
     with open(path, 'rb') as f:
         head = f.read(64 * 1024)
     size = None
-    if head.startswith(_PNG_SIGNATURE) and head[12:16] == b'IHDR':
+    if head.startswith(_PNG_SIGNATURE) and head[12:16] == b'IHDR' and _png_has_no_exif(head):
         width, height = struct.unpack('>II', head[16:24])
         size = (int(height), int(width))
     elif head.startswith(b'\xff\xd8'):
@@ -98,6 +131,23 @@ def image_size(path: str) -> tuple[int, int]:
         height, width = decode_image(path).shape[:2]
         size = (int(height), int(width))
     return size
+
+
+def _png_has_no_exif(head: bytes) -> bool:
+    """Whether the chunks of a PNG before its first ``IDAT`` (within ``head``) hold no ``eXIf``.
+
+    ``False`` also when ``head`` ends before the first ``IDAT``: the size is then decoded.
+    """
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(head):
+        (length,) = struct.unpack('>I', head[pos:pos + 4])
+        chunk_type = head[pos + 4:pos + 8]
+        if chunk_type == b'IDAT':
+            return True
+        if chunk_type == b'eXIf':
+            return False
+        pos += 12 + length
+    return False
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -160,6 +210,9 @@ class _Problems:
     num_clipped: int = 0
     num_missing_images: int = 0
     first_missing: str = ''
+    num_duplicates: int = 0
+    first_duplicate: str = ''
+    num_unreadable_images: int = 0
 
 
 class _EntryError(ValueError):
@@ -168,7 +221,9 @@ class _EntryError(ValueError):
 
 def load_cctsdb(ann_file: str, img_dir: str, on_error: str = 'raise',
                 skip_missing_images: bool = False,
-                class_aliases: dict[str, str] | None = None) -> list[dict]:
+                class_aliases: dict[str, str] | None = None,
+                on_unreadable_image: Callable[[str, Exception, str], None] | None = None
+                ) -> list[dict]:
     """Read CCTSDB annotations (2017 text file or 2021 VOC XML folder) into a data list.
 
     See the module docstring for the formats, the error policy and the dict layout.
@@ -182,6 +237,9 @@ def load_cctsdb(ann_file: str, img_dir: str, on_error: str = 'raise',
             instead of raising ``FileNotFoundError``.
         class_aliases: extra ``spelling -> class name`` entries on top of ``CLASS_ALIASES``
             (matched lower-cased).
+        on_unreadable_image: called as ``(path, error, where)`` when an image's size cannot be
+            read (``ImageDecodeError``); it raises, or returns and the image is left out.
+            ``None``: the error is raised, naming the image and ``file:line``.
 
     Returns:
         One dict per image, in the order of the text file's first mention of each image or of
@@ -201,17 +259,17 @@ def load_cctsdb(ann_file: str, img_dir: str, on_error: str = 'raise',
         raise ValueError(f'CCTSDBDataset: class_aliases map to {unknown_targets}, which are not '
                          f'CCTSDB classes {list(CCTSDB_CLASSES)}')
     problems = _Problems()
+    reader = _ImageReader(img_dir, skip_missing_images, on_unreadable_image, problems)
     if os.path.isdir(ann_file):
-        data_list = _read_voc_folder(ann_file, img_dir, on_error, skip_missing_images, aliases,
-                                     problems)
+        data_list = _read_voc_folder(ann_file, reader, on_error, aliases, problems)
     elif os.path.isfile(ann_file):
-        data_list = _read_ground_truth_txt(ann_file, img_dir, on_error, skip_missing_images,
-                                           aliases, problems)
+        data_list = _read_ground_truth_txt(ann_file, reader, on_error, aliases, problems)
     else:
         raise FileNotFoundError(
             f'CCTSDBDataset: ann_file {ann_file!r} does not exist. It is the 2017 '
             'GroundTruth.txt or the folder of 2021 VOC XML files; data/README.md shows the '
             'layout under data/cctsdb/.')
+    _drop_repeated_boxes(data_list, problems)
     _assign_image_ids(data_list)
     _report(ann_file, img_dir, data_list, problems)
     return data_list
@@ -227,12 +285,17 @@ def _report(ann_file: str, img_dir: str, data_list: list[dict], problems: _Probl
         print_log(f'CCTSDBDataset: skipped {problems.num_missing_images} annotated images of '
                   f'{ann_file} that are not in {img_dir} (skip_missing_images=True), e.g. '
                   f'{problems.first_missing}', logger='current', level=logging.INFO)
+    if problems.num_duplicates:
+        warnings.warn(f'CCTSDBDataset: dropped {problems.num_duplicates} repeated boxes of '
+                      f'{ann_file} (the same box, class and difficulty listed twice for one '
+                      f'image), e.g. {problems.first_duplicate}', stacklevel=3)
     if problems.num_clipped:
         print_log(f'CCTSDBDataset: clipped {problems.num_clipped} boxes of {ann_file} that '
                   'extend beyond their image to the image', logger='current', level=logging.INFO)
     if not data_list:
         raise ValueError(f'CCTSDBDataset: no image of {ann_file} could be read from {img_dir} '
-                         f'(missing images: {problems.num_missing_images}, malformed entries: '
+                         f'(missing images: {problems.num_missing_images}, unreadable images: '
+                         f'{problems.num_unreadable_images}, malformed entries: '
                          f'{problems.count}); check ann_file and data_prefix')
 
 
@@ -245,28 +308,67 @@ def _find_image(img_dir: str, names: Sequence[str]) -> str | None:
     return None
 
 
-def _image_entry(img_dir: str, names: Sequence[str], where: str, skip_missing_images: bool,
-                 problems: _Problems) -> dict | None:
-    """A data-list dict (no instances yet) for the first existing image of ``names``."""
-    path = _find_image(img_dir, names)
-    if path is None:
-        if skip_missing_images:
-            problems.num_missing_images += 1
-            problems.first_missing = problems.first_missing or f'{names[0]} ({where})'
+class _ImageReader:
+    """Finds annotated images in the image folder and reads their sizes, once per image."""
+
+    def __init__(self, img_dir: str, skip_missing_images: bool,
+                 on_unreadable_image: Callable[[str, Exception, str], None] | None,
+                 problems: _Problems) -> None:
+        self.img_dir = img_dir
+        self.skip_missing_images = skip_missing_images
+        self.on_unreadable_image = on_unreadable_image
+        self.problems = problems
+        self.first_reference: dict[str, str] = {}  # image path -> where it was first annotated
+
+    def entry(self, names: Sequence[str], where: str) -> dict | None:
+        """A data-list dict (no instances yet) for the first existing image of ``names``.
+
+        Args:
+            names: candidate file names in the image folder, the preferred one first.
+            where: ``file:line`` of the annotation, for messages.
+
+        Returns:
+            The dict, or ``None`` when the image is missing (``skip_missing_images``) or its
+            size cannot be read and ``on_unreadable_image`` returned.
+
+        Raises:
+            _EntryError: the image is already annotated elsewhere (two XML files).
+            FileNotFoundError: the image is missing and ``skip_missing_images`` is False.
+        """
+        path = _find_image(self.img_dir, names)
+        if path is None:
+            if self.skip_missing_images:
+                self.problems.num_missing_images += 1
+                self.problems.first_missing = (self.problems.first_missing
+                                               or f'{names[0]} ({where})')
+                return None
+            raise FileNotFoundError(f'CCTSDBDataset: {where}: image {names[0]!r} is not in the '
+                                    f'image folder {self.img_dir!r} (data_prefix img); looked '
+                                    f'for {list(names)}')
+        if path in self.first_reference:
+            raise _EntryError(f'{where}: image {os.path.basename(path)!r} is already annotated '
+                              f'by {self.first_reference[path]}; each image needs one XML file')
+        self.first_reference[path] = where
+        try:
+            height, width = image_size(path)
+        except ImageDecodeError as err:
+            if self.on_unreadable_image is None:
+                raise ImageDecodeError(f'CCTSDBDataset: {where}: {err}') from err
+            self.on_unreadable_image(path, err, where)
+            self.problems.num_unreadable_images += 1
             return None
-        raise FileNotFoundError(f'CCTSDBDataset: {where}: image {names[0]!r} is not in the image '
-                                f'folder {img_dir!r} (data_prefix img); looked for {list(names)}')
-    height, width = image_size(path)
-    return dict(img_path=path, img_id=-1, height=height, width=width, instances=[])
+        return dict(img_path=path, img_id=-1, height=height, width=width, instances=[])
 
 
-def _read_ground_truth_txt(ann_file: str, img_dir: str, on_error: str,
-                           skip_missing_images: bool, aliases: dict[str, str],
-                           problems: _Problems) -> list[dict]:
+def _read_ground_truth_txt(ann_file: str, reader: _ImageReader, on_error: str,
+                           aliases: dict[str, str], problems: _Problems) -> list[dict]:
     """The 2017 format: ``name;x1;y1;x2;y2;class`` per line."""
     by_name: dict[str, dict | None] = {}
     with open(ann_file, encoding='utf-8-sig') as f:
         lines = f.read().splitlines()
+    if not any(line.strip() for line in lines):
+        raise ValueError(f'CCTSDBDataset: {ann_file} is empty (no "image;x1;y1;x2;y2;class" '
+                         'line)')
     for line_number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line:
@@ -285,8 +387,12 @@ def _read_ground_truth_txt(ann_file: str, img_dir: str, on_error: str,
         except _EntryError as err:
             _entry_problem(err, on_error, problems)
             continue
-        if name not in by_name:
-            by_name[name] = _image_entry(img_dir, [name], where, skip_missing_images, problems)
+        if name not in by_name:  # an image is listed once per box: later lines add boxes
+            try:
+                by_name[name] = reader.entry([name], where)
+            except _EntryError as err:  # another name of an image already read
+                _entry_problem(err, on_error, problems)
+                continue
         entry = by_name[name]
         if entry is None:
             continue
@@ -297,7 +403,7 @@ def _read_ground_truth_txt(ann_file: str, img_dir: str, on_error: str,
     return [entry for entry in by_name.values() if entry is not None]
 
 
-def _read_voc_folder(ann_dir: str, img_dir: str, on_error: str, skip_missing_images: bool,
+def _read_voc_folder(ann_dir: str, reader: _ImageReader, on_error: str,
                      aliases: dict[str, str], problems: _Problems) -> list[dict]:
     """The 2021 format: one Pascal VOC XML file per image."""
     xml_files = sorted(n for n in os.listdir(ann_dir) if n.lower().endswith('.xml'))
@@ -315,8 +421,11 @@ def _read_voc_folder(ann_dir: str, img_dir: str, on_error: str, skip_missing_ima
         stem = os.path.splitext(xml_name)[0]
         filename = (_child_text(root, 'filename') or '').strip()
         names = ([filename] if filename else []) + [stem + ext for ext in IMAGE_EXTENSIONS]
-        entry = _image_entry(img_dir, names, f'{xml_path}:{root.line}', skip_missing_images,
-                             problems)
+        try:
+            entry = reader.entry(names, f'{xml_path}:{root.line}')
+        except _EntryError as err:
+            _entry_problem(err, on_error, problems)
+            continue
         if entry is None:
             continue
         for obj in root.children:
@@ -402,6 +511,23 @@ def _entry_problem(err: _EntryError, on_error: str, problems: _Problems) -> None
         raise ValueError(f'CCTSDBDataset: {err}') from None
     problems.count += 1
     problems.first = problems.first or str(err)
+
+
+def _drop_repeated_boxes(data_list: list[dict], problems: _Problems) -> None:
+    """Keep the first of instances with the same box, label and ignore flag in one image."""
+    for entry in data_list:
+        seen, kept = set(), []
+        for instance in entry['instances']:
+            key = (tuple(instance['bbox']), instance['bbox_label'], instance['ignore_flag'])
+            if key in seen:
+                problems.num_duplicates += 1
+                problems.first_duplicate = problems.first_duplicate or (
+                    f"{os.path.basename(entry['img_path'])}: box {list(key[0])} of class "
+                    f'{CCTSDB_CLASSES[key[1]]!r}')
+                continue
+            seen.add(key)
+            kept.append(instance)
+        entry['instances'] = kept
 
 
 def _assign_image_ids(data_list: list[dict]) -> None:
@@ -492,6 +618,13 @@ class CCTSDBDataset(BaseDataset):
         indices: keep only these indices (or the first ``indices`` images) after filtering.
         max_refetch: how often ``__getitem__`` retries another image when the pipeline
             returns ``None`` in training.
+        bad_sample: ``'error'`` (default) raises when an image cannot be read (its size while
+            loading, or its pixels in the pipeline), naming it; ``'skip'`` leaves such images
+            out in training, warning once per file (see :mod:`detkit.datasets.bad_samples`;
+            ``test_mode`` always raises).
+
+    Attributes:
+        skipped_files: the image paths skipped so far (``bad_sample='skip'``).
 
     Example:
         >>> dataset = CCTSDBDataset(ann_file='GroundTruth.txt', data_root='data/cctsdb/',
@@ -516,7 +649,9 @@ class CCTSDBDataset(BaseDataset):
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  indices: int | Sequence[int] | None = None,
-                 max_refetch: int = 1000) -> None:
+                 max_refetch: int = 1000,
+                 bad_sample: str = 'error') -> None:
+        self.bad_samples = BadSampleHandler(bad_sample, owner=type(self).__name__)
         data_prefix = dict(img='') if data_prefix is None else dict(data_prefix)
         if 'img' not in data_prefix:
             raise KeyError(f"CCTSDBDataset: data_prefix must have the key 'img' (the image "
@@ -547,9 +682,28 @@ class CCTSDBDataset(BaseDataset):
         Returns:
             One dict per image (see the module docstring).
         """
+        def unreadable(path: str, err: Exception, where: str) -> None:
+            self.bad_samples.unreadable(path, err, test_mode=self.test_mode, where=where)
+
         return load_cctsdb(self.ann_file, self.data_prefix['img'], on_error=self.on_error,
                            skip_missing_images=self.skip_missing_images,
-                           class_aliases=self.class_aliases)
+                           class_aliases=self.class_aliases, on_unreadable_image=unreadable)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """The image paths skipped so far because they cannot be read (``bad_sample='skip'``)."""
+        return self.bad_samples.skipped_files
+
+    def prepare_data(self, idx: int) -> Any:
+        """Run the pipeline on image ``idx``; an unreadable image is handled by ``bad_sample``.
+
+        Args:
+            idx: the index into the data set.
+
+        Returns:
+            The pipeline's output, or ``None`` for a skipped image (mmengine then draws another).
+        """
+        return self.bad_samples.prepare(self, idx, super().prepare_data)
 
     def filter_data(self) -> list[dict]:
         """Apply ``filter_cfg`` in training; in ``test_mode`` every image is kept.

@@ -10,6 +10,45 @@ orientation applied), converted from COCO's ``(x, y, w, h)`` without any ``+1``.
 annotations are kept as ignore regions (``ignore_flag=1``). Labels are contiguous
 ``0 .. K-1`` in the order of ``metainfo['classes']``; ``cat_ids[label]`` is the file's
 category id.
+
+Bad input, and what happens (``tests/test_coco_dataset.py`` checks each row):
+
+=============================================  ==============================================
+problem                                        what happens
+=============================================  ==============================================
+``ann_file`` missing                           ``FileNotFoundError`` with the expected layout
+empty file, not JSON, not a JSON object        ``ValueError`` naming the file
+no ``images``/``annotations``/``categories``   ``ValueError`` naming the file and the key
+key, or one that is not a list; no images
+an image that is not an object, misses         ``ValueError`` naming ``images[i]``
+``id``/``file_name``/``height``/``width``, has
+a ``height``/``width`` that is not a positive
+integer or a ``file_name`` that is not a
+non-empty string
+an image id or a ``file_name`` listed twice    ``ValueError`` naming both entries
+an annotation that is not an object, misses    ``ValueError`` naming ``annotations[i]``
+``id``/``image_id``/``category_id``, or has
+one that is not a number or string
+an annotation id used twice                    ``ValueError``: pycocotools (and so
+                                               ``CocoMetric``) looks annotations up by id and
+                                               would see only one of them
+a category that is not an object, misses       ``ValueError`` naming ``categories[i]``
+``id``/``name``; a category id used twice
+``category_id`` not among the categories       dropped; counted in one warning per file
+``image_id`` not among the images              dropped; counted in the same warning
+``bbox`` missing or not 4 numbers              dropped; counted in the same warning
+``bbox`` with a NaN or infinite value          dropped; counted in the same warning
+``bbox`` width or height <= 0                  dropped; counted in the same warning
+``bbox`` entirely outside its image            dropped; counted in the same warning
+``bbox`` partly outside its image              clipped to the image; counted in one log line
+a category that ``metainfo['classes']``        left out on purpose, silently
+leaves out
+an image file that is missing or undecodable   when loaded: ``bad_sample`` decides (raise, or
+                                               skip in training; see
+                                               :mod:`detkit.datasets.bad_samples`)
+=============================================  ==============================================
+
+The warning names the file, the count per reason and one example annotation per reason.
 """
 from __future__ import annotations
 
@@ -29,6 +68,8 @@ from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
 from detkit.registry import DATASETS, TRANSFORMS
+
+from .bad_samples import BadSampleHandler
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -76,10 +117,14 @@ class CocoDataset(BaseDataset):
         indices: keep only these indices (or the first ``indices`` images) after filtering.
         max_refetch: how often ``__getitem__`` retries another image when the pipeline returns
             ``None`` in training.
+        bad_sample: ``'error'`` (default) raises when an image file is missing or cannot be
+            decoded, naming it; ``'skip'`` skips such samples in training, warning once per
+            file (see :mod:`detkit.datasets.bad_samples`; ``test_mode`` always raises).
 
     Attributes:
         cat_ids: ``cat_ids[label]`` is the file's category id of that label.
         cat2label: the inverse, category id -> label.
+        skipped_files: the image paths skipped so far (``bad_sample='skip'``).
 
     Example:
         >>> dataset = CocoDataset('annotations/instances_val2017.json', data_root='data/coco/',
@@ -101,7 +146,9 @@ class CocoDataset(BaseDataset):
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  indices: int | Sequence[int] | None = None,
-                 max_refetch: int = 1000) -> None:
+                 max_refetch: int = 1000,
+                 bad_sample: str = 'error') -> None:
+        self.bad_samples = BadSampleHandler(bad_sample, owner=type(self).__name__)
         data_prefix = dict(img='') if data_prefix is None else dict(data_prefix)
         if 'img' not in data_prefix:
             raise KeyError(f"CocoDataset: data_prefix must have the key 'img' (the image folder), "
@@ -119,6 +166,22 @@ class CocoDataset(BaseDataset):
                          data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
                          serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
                          lazy_init=lazy_init, max_refetch=max_refetch)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """The image paths skipped so far because they cannot be read (``bad_sample='skip'``)."""
+        return self.bad_samples.skipped_files
+
+    def prepare_data(self, idx: int) -> Any:
+        """Run the pipeline on image ``idx``; an unreadable image is handled by ``bad_sample``.
+
+        Args:
+            idx: the index into the data set.
+
+        Returns:
+            The pipeline's output, or ``None`` for a skipped image (mmengine then draws another).
+        """
+        return self.bad_samples.prepare(self, idx, super().prepare_data)
 
     @property
     @force_full_init
@@ -140,9 +203,9 @@ class CocoDataset(BaseDataset):
 
         Raises:
             FileNotFoundError: ``ann_file`` does not exist (the message shows the layout).
-            ValueError: the file is not JSON, misses ``images``/``annotations``/``categories``,
-                an image misses ``id``/``file_name``/``height``/``width``, or a class of
-                ``metainfo['classes']`` is not a category of the file.
+            ValueError: the file is empty or not JSON, or breaks one of the structural rules
+                of the module docstring's table, or a class of ``metainfo['classes']`` is not
+                a category of the file.
         """
         dataset = _read_coco_json(self.ann_file, self.data_root)
         coco = COCO()
@@ -280,6 +343,9 @@ def _read_coco_json(ann_file: str, data_root: str) -> dict:
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f'CocoDataset: annotation file {ann_file!r} does not exist '
                                 f'(data_root={data_root!r}). {_layout_hint(ann_file, data_root)}')
+    if os.path.getsize(ann_file) == 0:
+        raise ValueError(f'CocoDataset: {ann_file} is empty (0 bytes); expected a COCO JSON '
+                         'object with images, annotations and categories')
     try:
         with open(ann_file, encoding='utf-8') as f:
             dataset = json.load(f)
@@ -296,27 +362,82 @@ def _read_coco_json(ann_file: str, data_root: str) -> dict:
         if not isinstance(dataset[key], list):
             raise ValueError(f'CocoDataset: {ann_file}: {key!r} must be a list, got '
                              f'{type(dataset[key]).__name__}')
-    seen_ids = set()
-    for index, img in enumerate(dataset['images']):
+    if not dataset['images']:
+        raise ValueError(f"CocoDataset: {ann_file} lists no images ('images' is empty)")
+    _check_images(ann_file, dataset['images'])
+    _check_entries(ann_file, 'annotations', 'annotation', dataset['annotations'],
+                   ('id', 'image_id', 'category_id'))
+    _check_entries(ann_file, 'categories', 'category', dataset['categories'], ('id', 'name'))
+    return dataset
+
+
+def _is_id(value: Any) -> bool:
+    """Whether ``value`` can be a COCO id: a number or a string (not a bool, list or dict)."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def _check_images(ann_file: str, images: list) -> None:
+    """Raise ``ValueError`` for a malformed or repeated entry of ``images`` (see the table)."""
+    index_of_id: dict[Any, int] = {}
+    index_of_name: dict[str, int] = {}
+    for index, img in enumerate(images):
+        if not isinstance(img, dict):
+            raise ValueError(f'CocoDataset: {ann_file}: images[{index}] must be an object, got '
+                             f'{img!r}')
         missing = [k for k in ('id', 'file_name', 'height', 'width') if k not in img]
         if missing:
             raise ValueError(f'CocoDataset: {ann_file}: images[{index}] misses {missing} '
                              f'(got {img!r})')
-        if img['id'] in seen_ids:
-            raise ValueError(f"CocoDataset: {ann_file}: image id {img['id']!r} appears twice "
-                             'in images')
-        seen_ids.add(img['id'])
-    for index, ann in enumerate(dataset['annotations']):
-        missing = [k for k in ('id', 'image_id', 'category_id') if k not in ann]
+        if not _is_id(img['id']):
+            raise ValueError(f"CocoDataset: {ann_file}: images[{index}] has id={img['id']!r}; "
+                             'expected a number or a string')
+        for key in ('height', 'width'):
+            value = img[key]
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value != int(value) or value < 1):
+                raise ValueError(f'CocoDataset: {ann_file}: images[{index}] (id {img["id"]!r}) '
+                                 f'has {key}={value!r}; expected a positive integer')
+        if not isinstance(img['file_name'], str) or not img['file_name']:
+            raise ValueError(f"CocoDataset: {ann_file}: images[{index}] (id {img['id']!r}) has "
+                             f"file_name={img['file_name']!r}; expected a non-empty string")
+        if img['id'] in index_of_id:
+            raise ValueError(f"CocoDataset: {ann_file}: image id {img['id']!r} appears twice in "
+                             f"images (images[{index_of_id[img['id']]}] and images[{index}])")
+        if img['file_name'] in index_of_name:
+            first = index_of_name[img['file_name']]
+            raise ValueError(f"CocoDataset: {ann_file}: file_name {img['file_name']!r} appears "
+                             f"twice in images (images[{first}] with id {images[first]['id']!r} "
+                             f"and images[{index}] with id {img['id']!r}); list each image once")
+        index_of_id[img['id']] = index
+        index_of_name[img['file_name']] = index
+
+
+def _check_entries(ann_file: str, key: str, noun: str, entries: list,
+                   required: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` for a malformed or repeated entry of ``annotations``/``categories``.
+
+    An entry must be an object with the ``required`` fields, whose id fields (all but
+    ``name``) are numbers or strings, and an ``id`` no other entry has.
+    """
+    index_of_id: dict[Any, int] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f'CocoDataset: {ann_file}: {key}[{index}] must be an object, got '
+                             f'{entry!r}')
+        missing = [k for k in required if k not in entry]
         if missing:
-            raise ValueError(f'CocoDataset: {ann_file}: annotations[{index}] misses {missing} '
-                             f'(got {ann!r})')
-    for index, cat in enumerate(dataset['categories']):
-        missing = [k for k in ('id', 'name') if k not in cat]
-        if missing:
-            raise ValueError(f'CocoDataset: {ann_file}: categories[{index}] misses {missing} '
-                             f'(got {cat!r})')
-    return dataset
+            raise ValueError(f'CocoDataset: {ann_file}: {key}[{index}] misses {missing} '
+                             f'(got {entry!r})')
+        for field in required:
+            if field != 'name' and not _is_id(entry[field]):
+                raise ValueError(f'CocoDataset: {ann_file}: {key}[{index}] has '
+                                 f'{field}={entry[field]!r}; expected a number or a string')
+        if entry['id'] in index_of_id:
+            raise ValueError(f'CocoDataset: {ann_file}: {noun} id '
+                             f"{entry['id']!r} is used twice ({key}[{index_of_id[entry['id']]}] "
+                             f'and {key}[{index}]); pycocotools, and so COCO evaluation, looks '
+                             'them up by id and would see only one: give each a distinct id')
+        index_of_id[entry['id']] = index
 
 
 def _match_classes(ann_file: str, classes: Any, categories: dict[int, dict]) -> list[int]:

@@ -13,6 +13,9 @@ class ImageDecodeError(ValueError):
     """An image file exists but cannot be decoded (empty, truncated, not an image)."""
 
 
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
 def _jpeg_is_complete(data: np.ndarray) -> bool:
     """Whether a JPEG byte stream has an end-of-image marker after its last start-of-scan.
 
@@ -25,12 +28,56 @@ def _jpeg_is_complete(data: np.ndarray) -> bool:
     return last_scan >= 0 and raw.find(b'\xff\xd9', last_scan) >= 0
 
 
+def _png_is_complete(data: np.ndarray) -> bool:
+    """Whether a PNG byte stream's chunks run whole from the signature to an ``IEND`` chunk.
+
+    Walks the chunk lengths (no CRC check): a file cut anywhere ends inside a chunk or before
+    ``IEND``. Some libpng builds return the rows decoded so far (the rest grey or black) for
+    such a file; OpenCV 5 rejects it, but with a libpng error on stderr first.
+    """
+    raw = memoryview(data)
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], 'big')
+        chunk_type = bytes(raw[pos + 4:pos + 8])
+        pos += 12 + length  # length, type, data, CRC
+        if pos > len(raw):
+            return False
+        if chunk_type == b'IEND':
+            return True
+    return False
+
+
 def decode_image(path: str) -> np.ndarray:
     """Read an image file as a viewer shows it, as 3-channel ``uint8`` BGR.
 
-    The EXIF orientation is applied; grey images are replicated to 3 channels, an alpha
-    channel is dropped, palette images are expanded and 16-bit images are scaled to 8 bits
-    (``round(v * 255 / 65535)``). ``np.fromfile`` + ``cv2.imdecode`` reads non-ASCII paths.
+    What each kind of file becomes (``tests/test_bad_inputs.py`` checks every row):
+
+    ======================================  ===============================================
+    file                                    result
+    ======================================  ===============================================
+    colour JPEG/PNG/BMP/WebP/TIFF/GIF       its pixels, BGR
+    EXIF orientation 2-8 (JPEG, PNG, WebP)  rotated/mirrored as a viewer shows it
+    CMYK JPEG (Adobe)                       converted to BGR (pure red -> ~(1, 1, 255))
+    grey, grey + alpha, 1-bit               the grey value in all 3 channels
+    palette PNG (with or without tRNS)      the palette colours
+    RGBA                                    alpha dropped: the stored colour of each pixel,
+                                            even where it is transparent (as mmdet and every
+                                            OpenCV pipeline read it)
+    16-bit (grey, RGB, RGBA)                ``round(v * 255 / 65535)``
+    1 x 1, 4000 x 20, ...                   read as is (any size OpenCV decodes)
+    missing file                            ``FileNotFoundError`` naming it
+    0 bytes                                 ``ImageDecodeError``: "is empty (0 bytes)"
+    JPEG with no end marker after its last  ``ImageDecodeError``: "is a truncated JPEG"
+    scan (cut short)
+    PNG whose chunks stop before ``IEND``   ``ImageDecodeError``: "is a truncated PNG"
+    any other undecodable file (text named  ``ImageDecodeError``: "cannot be decoded"
+    ``.jpg``, a truncated BMP/WebP/TIFF)
+    float pixels (e.g. a float32 TIFF)      ``ImageDecodeError`` naming the dtype
+    ======================================  ===============================================
+
+    Every error message names ``path``. ``np.fromfile`` + ``cv2.imdecode`` reads non-ASCII
+    paths.
 
     Args:
         path: the image file.
@@ -50,6 +97,9 @@ def decode_image(path: str) -> np.ndarray:
     if data[:2].tobytes() == b'\xff\xd8' and not _jpeg_is_complete(data):
         raise ImageDecodeError(f'image file {path!r} is a truncated JPEG (no end-of-image '
                                'marker after its last scan)')
+    if data[:8].tobytes() == _PNG_SIGNATURE and not _png_is_complete(data):
+        raise ImageDecodeError(f'image file {path!r} is a truncated PNG ({data.size} bytes; '
+                               'its chunks end before the IEND chunk)')
     # IMREAD_COLOR: 3 channels + EXIF orientation; IMREAD_ANYDEPTH keeps 16 bits for our own
     # rounding (OpenCV alone would drop the low byte).
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
