@@ -18,7 +18,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
-from detkit.engine import check_config  # noqa: E402
+from detkit.engine import check_config, configure_launcher  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not osp.isfile(args.checkpoint):
         sys.exit(f'tools/test.py: checkpoint {args.checkpoint!r} does not exist')
     cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    configure_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(

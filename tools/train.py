@@ -16,7 +16,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
-from detkit.engine import check_config  # noqa: E402
+from detkit.engine import check_config, configure_launcher  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='mixed precision: fp16 with dynamic loss scaling on CUDA, bf16 on CPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by (total batch / auto_scale_lr.base_batch_size)')
+    parser.add_argument('--sync-bn', action='store_true',
+                        help='distributed training: turn BatchNorm layers into SyncBatchNorm '
+                        '(statistics over the whole global batch)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config keys, e.g. train_cfg.max_epochs=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -47,7 +50,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file {args.config!r} does not exist')
     cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    configure_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir:
@@ -56,6 +59,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         enable_amp(cfg)
+    if args.sync_bn:
+        cfg.sync_bn = 'torch'  # mmengine's Runner converts the model when it is distributed
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise KeyError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in '

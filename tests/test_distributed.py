@@ -1,0 +1,127 @@
+"""Two CPU processes (torchrun, gloo) against one process with the same global batch."""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from detkit.datasets.synthetic import make_shapes
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TRAIN = osp.join(REPO, 'tools', 'train.py')
+TEST = osp.join(REPO, 'tools', 'test.py')
+
+# Square images of one size (equal padding in any batch), no flip (flips are drawn per process),
+# the plain batch sampler: the 2 processes see exactly the images of the single process's batch.
+CONFIG = """
+_base_ = {base!r}
+data_root = {data_root!r}
+model = dict(
+    backbone=dict(depth=18),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+    bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=1))
+pipeline_train = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+    dict(type='Resize', scale=(96, 96), keep_ratio=True), dict(type='PackDetInputs')]
+pipeline_test = [
+    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(96, 96), keep_ratio=True),
+    dict(type='LoadAnnotations'), dict(type='PackDetInputs')]
+train_dataloader = dict(batch_size={batch}, num_workers=0, persistent_workers=False,
+                        batch_sampler=None,
+                        dataset=dict(data_root=data_root, pipeline=pipeline_train))
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=pipeline_test))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json', classwise=False)
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1, val_interval=100)
+param_scheduler = []
+optim_wrapper = dict(optimizer=dict(lr=0.01))
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+randomness = dict(seed=3, deterministic=True)
+"""
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp('shapes'))
+    make_shapes(root, num_train=8, num_val=5, min_size=96, max_size=96, seed=11)
+    return root + '/'
+
+
+def write_config(folder, data_root: str, batch: int) -> str:
+    path = osp.join(str(folder), f'batch{batch}.py')
+    with open(path, 'w') as f:
+        f.write(CONFIG.format(base=osp.join(REPO, 'configs', 'retinanet_r50_shapes.py'),
+                              data_root=data_root, batch=batch))
+    return path
+
+
+def run(args: list[str], cwd: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def torchrun(script: str, nproc: int, *args: str) -> list[str]:
+    return [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(nproc),
+            '--master_port', str(29500 + os.getpid() % 1000), script, *args,
+            '--launcher', 'pytorch']
+
+
+def reported_map(result: subprocess.CompletedProcess) -> float:
+    lines = re.findall(r'coco/bbox_mAP: (-?[0-9.]+)', result.stdout + result.stderr)
+    assert lines, result.stdout[-2000:]
+    return float(lines[-1])
+
+
+def test_two_processes_train_and_evaluate_like_one(tmp_path, shapes_root):
+    single_dir, dist_dir = str(tmp_path / 'single'), str(tmp_path / 'dist')
+    run([sys.executable, TRAIN, write_config(tmp_path, shapes_root, 4), '--work-dir',
+         single_dir], cwd=str(tmp_path))
+    two = run(torchrun(TRAIN, 2, write_config(tmp_path, shapes_root, 2), '--work-dir',
+                       dist_dir), cwd=str(tmp_path))
+    assert 'Distributed training: True' in two.stdout + two.stderr
+
+    single = torch.load(osp.join(single_dir, 'epoch_1.pth'), map_location='cpu')
+    dist = torch.load(osp.join(dist_dir, 'epoch_1.pth'), map_location='cpu')
+    assert single['meta']['iter'] == dist['meta']['iter'] == 2  # 8 images, global batch 4
+    moved = 0
+    for key, value in single['state_dict'].items():
+        other = dist['state_dict'][key]
+        assert other.shape == value.shape, key
+        if value.is_floating_point():
+            torch.testing.assert_close(other, value, atol=2e-5, rtol=1e-4, msg=key)
+    for a, b in zip(single['optimizer']['state'].values(), dist['optimizer']['state'].values()):
+        # the momentum buffers hold the (averaged) gradients of both steps
+        torch.testing.assert_close(b['momentum_buffer'], a['momentum_buffer'], atol=1e-5,
+                                   rtol=1e-3)
+        moved += int(a['momentum_buffer'].abs().sum() > 0)
+    assert moved > 10  # the steps changed many parameters
+
+    # Evaluation: every detection kept (score_thr 0), so the comparison is not of empty lists.
+    checkpoint = osp.join(single_dir, 'epoch_1.pth')
+    test_config = write_config(tmp_path, shapes_root, 4)
+    keep_all = ['--cfg-options', 'model.test_cfg.score_thr=0.0']
+    one_json, both_json = str(tmp_path / 'one.json'), str(tmp_path / 'both.json')
+    one = run([sys.executable, TEST, test_config, checkpoint, '--out', one_json, '--work-dir',
+               str(tmp_path / 'test1'), *keep_all], cwd=str(tmp_path))
+    both = run(torchrun(TEST, 2, test_config, checkpoint, '--out', both_json, '--work-dir',
+                        str(tmp_path / 'test2'), *keep_all), cwd=str(tmp_path))
+    one_dets, both_dets = json.load(open(one_json)), json.load(open(both_json))
+    assert len(one_dets) == 5 * 100  # 5 val images, max_per_img 100
+    # 5 images over 2 processes: the sampler's padded duplicate is dropped before the metric
+    key = lambda d: (d['image_id'], -d['score'], d['category_id'])  # noqa: E731
+    for a, b in zip(sorted(one_dets, key=key), sorted(both_dets, key=key)):
+        assert (a['image_id'], a['category_id']) == (b['image_id'], b['category_id'])
+        assert a['bbox'] == pytest.approx(b['bbox'], abs=1e-3)
+        assert a['score'] == pytest.approx(b['score'], abs=1e-6)
+    assert len(both_dets) == len(one_dets)
+    assert reported_map(both) == reported_map(one)
