@@ -264,6 +264,21 @@ def test_image_found_by_stem_when_filename_is_stale(root):
     assert infos(load(root))[1]['img_path'] == str(root / 'images' / 'maksssksksss1.png')
 
 
+def test_unreadable_image_is_skipped_in_training_or_named(root):
+    (root / 'images' / 'maksssksksss0.png').write_bytes(b'not a png')  # the XML has its size
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                dict(type='PackDetInputs')]
+    skipping = load(root, test_mode=False, pipeline=pipeline, bad_sample='skip')
+    np.random.seed(0)
+    with pytest.warns(UserWarning, match='maksssksksss0.png'):
+        names = {Path(skipping[i % 3]['data_samples'].img_path).name for i in range(9)}
+    assert names == {'maksssksksss1.png', 'maksssksksss7.png'}
+    assert [Path(p).name for p in skipping.skipped_files] == ['maksssksksss0.png']
+    failing = load(root, test_mode=False, pipeline=pipeline)
+    with pytest.raises(ValueError, match=r"maksssksksss0.png.*bad_sample='skip'"):
+        failing[0]
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="on_error='ignore'"):
         FaceMaskDataset(on_error='ignore', lazy_init=True)

@@ -72,7 +72,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mmengine.dataset import BaseDataset
 from mmengine.dataset.base_dataset import force_full_init
@@ -80,6 +80,7 @@ from mmengine.logging import print_log
 
 from detkit.registry import DATASETS, TRANSFORMS
 
+from .bad_samples import BadSampleHandler
 from .cctsdb import image_size
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -133,6 +134,12 @@ class VOCDataset(BaseDataset):
         indices: keep only these indices (or the first ``indices`` images) after filtering.
         max_refetch: how often ``__getitem__`` retries another image when the pipeline returns
             ``None`` in training.
+        bad_sample: ``'error'`` (default) raises when an image file is missing or cannot be
+            decoded; ``'skip'`` leaves it out in training, warning once per file (see
+            :mod:`detkit.datasets.bad_samples`; ``test_mode`` always raises).
+
+    Attributes:
+        skipped_files: the image paths skipped so far (``bad_sample='skip'``).
 
     Example:
         >>> dataset = VOCDataset(ann_file='val.txt', data_root='data/facemask/',
@@ -158,8 +165,10 @@ class VOCDataset(BaseDataset):
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  indices: int | Sequence[int] | None = None,
-                 max_refetch: int = 1000) -> None:
+                 max_refetch: int = 1000,
+                 bad_sample: str = 'error') -> None:
         name = type(self).__name__
+        self.bad_samples = BadSampleHandler(bad_sample, owner=name)
         data_prefix = {'img': 'images/', 'ann': 'annotations/', **(data_prefix or {})}
         unknown_prefix = sorted(set(data_prefix) - {'img', 'ann'})
         if unknown_prefix:
@@ -189,6 +198,15 @@ class VOCDataset(BaseDataset):
                          data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
                          serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
                          lazy_init=lazy_init, max_refetch=max_refetch)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """The image paths skipped so far because they cannot be read (``bad_sample='skip'``)."""
+        return self.bad_samples.skipped_files
+
+    def prepare_data(self, idx: int) -> Any:
+        """The pipeline's output for sample ``idx``; ``None`` for a skipped unreadable image."""
+        return self.bad_samples.prepare(self, idx, super().prepare_data)
 
     def load_data_list(self) -> list[dict]:
         """Read the XML files of the chosen stems into one dict per image.
