@@ -86,6 +86,7 @@ from mmengine.logging import print_log
 from detkit.registry import DATASETS, TRANSFORMS
 
 from .bad_samples import BadSampleHandler
+from .filtering import FILTER_KEYS, filter_images, trained_labels
 from .transforms.loading import ImageDecodeError, decode_image
 
 CCTSDB_CLASSES = ('warning', 'prohibitory', 'mandatory')
@@ -95,7 +96,6 @@ CLASS_ALIASES = {'mandatoty': 'mandatory'}
 
 IMAGE_EXTENSIONS = ('.jpg', '.png', '.jpeg', '.bmp')
 ON_ERROR_CHOICES = ('raise', 'warn')
-FILTER_KEYS = ('filter_empty_gt', 'min_size')
 
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 # JPEG start-of-frame markers (baseline, progressive, lossless, ...); not DHT/JPG/DAC.
@@ -706,33 +706,11 @@ class CCTSDBDataset(BaseDataset):
         return self.bad_samples.prepare(self, idx, super().prepare_data)
 
     def filter_data(self) -> list[dict]:
-        """Apply ``filter_cfg`` in training; in ``test_mode`` every image is kept.
-
-        Returns:
-            The kept part of the data list.
-        """
-        if self.test_mode or not self.filter_cfg:
-            return self.data_list
-        filter_empty_gt = bool(self.filter_cfg.get('filter_empty_gt', False))
-        min_size = self.filter_cfg.get('min_size', 0) or 0
-        kept = [info for info in self.data_list
-                if not (filter_empty_gt and all(i['ignore_flag'] for i in info['instances']))
-                and min(info['width'], info['height']) >= min_size]
-        if len(kept) < len(self.data_list):
-            print_log(f'CCTSDBDataset: kept {len(kept)} of {len(self.data_list)} images of '
-                      f'{self.ann_file} (filter_cfg={self.filter_cfg})', logger='current',
-                      level=logging.INFO)
-        return kept
+        """Apply ``filter_cfg`` in training (see :func:`filter_images`)."""
+        return filter_images(self.data_list, self.filter_cfg, self.test_mode,
+                             f'{type(self).__name__} ({self.ann_file or self.data_root})')
 
     def get_cat_ids(self, idx: int) -> list[int]:
-        """The labels of the non-ignored boxes of image ``idx`` (for class-balanced sampling).
-
-        Args:
-            idx: the index into the data set.
-
-        Returns:
-            One label per non-ignored box (repeats kept).
-        """
-        return [i['bbox_label'] for i in self.get_data_info(idx)['instances']
-                if i['ignore_flag'] == 0]
+        """The labels of the non-ignored boxes of image ``idx`` (class-balanced sampling)."""
+        return trained_labels(self.get_data_info(idx))
 

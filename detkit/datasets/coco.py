@@ -70,6 +70,7 @@ from pycocotools.coco import COCO
 from detkit.registry import DATASETS, TRANSFORMS
 
 from .bad_samples import BadSampleHandler
+from .filtering import FILTER_KEYS, filter_images, trained_labels
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -83,7 +84,6 @@ COCO_CLASSES = (
     'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book',
     'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 
-FILTER_KEYS = ('filter_empty_gt', 'min_size')
 
 # Why an annotation was dropped, in the order the warning lists them.
 _DROP_REASONS = {
@@ -292,42 +292,14 @@ class CocoDataset(BaseDataset):
                       f'{self.ann_file}: ' + '; '.join(parts), stacklevel=2)
 
     def filter_data(self) -> list[dict]:
-        """Apply ``filter_cfg`` in training; in ``test_mode`` every image is kept.
-
-        Returns:
-            The kept part of the data list.
-        """
-        if self.test_mode or not self.filter_cfg:
-            return self.data_list
-        filter_empty_gt = bool(self.filter_cfg.get('filter_empty_gt', False))
-        min_size = self.filter_cfg.get('min_size', 0) or 0
-        kept, num_empty, num_small = [], 0, 0
-        for info in self.data_list:
-            if filter_empty_gt and not any(i['ignore_flag'] == 0 for i in info['instances']):
-                num_empty += 1
-            elif min(info['width'], info['height']) < min_size:
-                num_small += 1
-            else:
-                kept.append(info)
-        if num_empty or num_small:
-            print_log(f'CocoDataset: kept {len(kept)} of {len(self.data_list)} images of '
-                      f'{self.ann_file} (filter_empty_gt dropped {num_empty}, '
-                      f'min_size={min_size} dropped {num_small})', logger='current',
-                      level=logging.INFO)
-        return kept
+        """Apply ``filter_cfg`` in training (see :func:`filter_images`)."""
+        return filter_images(self.data_list, self.filter_cfg, self.test_mode,
+                             f'{type(self).__name__} ({self.ann_file or self.data_root})')
 
     @force_full_init
     def get_cat_ids(self, idx: int) -> list[int]:
-        """The labels of the non-ignored instances of image ``idx`` (for class-balanced sampling).
-
-        Args:
-            idx: the index into the data set.
-
-        Returns:
-            One contiguous label per non-ignored instance (repeats kept).
-        """
-        return [i['bbox_label'] for i in self.get_data_info(idx)['instances']
-                if i['ignore_flag'] == 0]
+        """The labels of the non-ignored objects of image ``idx`` (class-balanced sampling)."""
+        return trained_labels(self.get_data_info(idx))
 
 
 def _read_coco_json(ann_file: str, data_root: str) -> dict:

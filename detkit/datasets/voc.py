@@ -81,6 +81,7 @@ from mmengine.logging import print_log
 from detkit.registry import DATASETS, TRANSFORMS
 
 from .bad_samples import BadSampleHandler
+from .filtering import FILTER_KEYS, filter_images, trained_labels
 from .cctsdb import image_size
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -90,7 +91,6 @@ FACEMASK_CLASSES = ('with_mask', 'without_mask', 'mask_weared_incorrect')
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
 ON_ERROR_CHOICES = ('raise', 'warn')
-FILTER_KEYS = ('filter_empty_gt', 'min_size')
 BOX_FIELDS = ('xmin', 'ymin', 'xmax', 'ymax')
 
 # Why an object was dropped, in the order the warning lists them.
@@ -354,41 +354,14 @@ class VOCDataset(BaseDataset):
                       f'{skipped} of {source}: ' + '; '.join(parts), stacklevel=3)
 
     def filter_data(self) -> list[dict]:
-        """Apply ``filter_cfg`` in training; in ``test_mode`` every image is kept.
-
-        Returns:
-            The kept part of the data list.
-        """
-        if self.test_mode or not self.filter_cfg:
-            return self.data_list
-        filter_empty_gt = bool(self.filter_cfg.get('filter_empty_gt', False))
-        min_size = self.filter_cfg.get('min_size', 0) or 0
-        kept, num_empty, num_small = [], 0, 0
-        for info in self.data_list:
-            if filter_empty_gt and not any(i['ignore_flag'] == 0 for i in info['instances']):
-                num_empty += 1
-            elif min(info['width'], info['height']) < min_size:
-                num_small += 1
-            else:
-                kept.append(info)
-        if num_empty or num_small:
-            print_log(f'{type(self).__name__}: kept {len(kept)} of {len(self.data_list)} '
-                      f'images (filter_empty_gt dropped {num_empty}, min_size={min_size} '
-                      f'dropped {num_small})', logger='current', level=logging.INFO)
-        return kept
+        """Apply ``filter_cfg`` in training (see :func:`filter_images`)."""
+        return filter_images(self.data_list, self.filter_cfg, self.test_mode,
+                             f'{type(self).__name__} ({self.ann_file or self.data_root})')
 
     @force_full_init
     def get_cat_ids(self, idx: int) -> list[int]:
-        """The labels of the non-ignored objects of image ``idx`` (for class-balanced sampling).
-
-        Args:
-            idx: the index into the data set.
-
-        Returns:
-            One label per non-ignored object (repeats kept).
-        """
-        return [i['bbox_label'] for i in self.get_data_info(idx)['instances']
-                if i['ignore_flag'] == 0]
+        """The labels of the non-ignored objects of image ``idx`` (class-balanced sampling)."""
+        return trained_labels(self.get_data_info(idx))
 
 
 @DATASETS.register_module()
