@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detkit.models.layers import ConvModule
+from detkit.models.task_utils.distributed import mean_over_processes
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import DetSample, Detections
 
@@ -173,9 +174,15 @@ class RetinaHead(BaseModule):
         batch = maps[0].shape[0]
         return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)
 
-    def anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device) -> list[Tensor]:
-        """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels."""
-        return self.anchor_generator.grid_anchors(featmap_sizes, device=device)
+    def anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device,
+                input_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels.
+
+        ``input_shape`` is the ``(H, W)`` of the padded batch, which an anchor generator with
+        ``strides_from_image`` needs (see :func:`padded_input_shape`).
+        """
+        return self.anchor_generator.grid_anchors(featmap_sizes, device=device,
+                                                  input_shape=input_shape)
 
     # ------------------------------------------------------------------ training
     def assign_anchors_to_gt(self, anchors: Tensor, sample: DetSample) -> tuple[Tensor, Tensor]:
@@ -220,13 +227,16 @@ class RetinaHead(BaseModule):
             ``dict(loss_cls=scalar, loss_bbox=scalar)``.
         """
         featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
-        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device))
+        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device,
+                                         padded_input_shape(samples)))
         targets = [self.assign_anchors_to_gt(anchors, sample) for sample in samples]
         labels = torch.stack([t[0] for t in targets])            # (B, N)
         bbox_targets = torch.stack([t[1] for t in targets])      # (B, N, 4)
         positive = (labels >= 0) & (labels < self.num_classes)
-        # The positive count is a tensor: no host sync on the way to the loss.
-        avg_factor = positive.sum().clamp(min=1).to(cls_scores[0].dtype)
+        # The positive count is a tensor: no host sync on the way to the loss. Under
+        # DistributedDataParallel it is the mean over processes, so the update equals one process
+        # with the whole global batch.
+        avg_factor = mean_over_processes(positive.sum().to(cls_scores[0].dtype)).clamp(min=1)
 
         logits = self._flatten(cls_scores, self.num_classes)
         deltas = self._flatten(bbox_preds, 4)
@@ -244,14 +254,16 @@ class RetinaHead(BaseModule):
         Args:
             cls_scores: L tensors ``(B, A*K, Hl, Wl)``.
             bbox_preds: L tensors ``(B, A*4, Hl, Wl)``.
-            samples: B samples (``img_shape`` clips the boxes, ``scale_factor`` rescales them).
+            samples: B samples (``img_shape`` clips the boxes, ``scale_factor`` rescales them,
+                ``pad_shape`` places the anchors of a ``strides_from_image`` generator).
             rescale: map boxes back to the original image's pixels.
 
         Returns:
             B :class:`Detections`, at most ``max_per_img`` each, sorted by score.
         """
         featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
-        level_anchors = self.anchors(featmap_sizes, cls_scores[0].device)
+        level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
+                                     padded_input_shape(samples))
         batch = cls_scores[0].shape[0]
         level_scores = [m.permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes).sigmoid()
                         for m in cls_scores]
@@ -279,6 +291,22 @@ class RetinaHead(BaseModule):
             labels.append(candidates % self.num_classes)
         return postprocess_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
                                       cfg, sample, rescale)
+
+
+def padded_input_shape(samples: Sequence[DetSample]) -> tuple[int, int] | None:
+    """The ``(H, W)`` of the padded input batch, from the samples' ``pad_shape``.
+
+    Args:
+        samples: the batch's samples; the data preprocessor sets every ``pad_shape`` to the
+            batch tensor's size.
+
+    Returns:
+        ``(H, W)``, or None when the samples do not know it (``pad_shape`` unset, ``(0, 0)``).
+    """
+    if not samples:
+        return None
+    shape = tuple(int(v) for v in samples[0].pad_shape)
+    return shape if min(shape) > 0 else None
 
 
 def postprocess_detections(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: DenseTestConfig,

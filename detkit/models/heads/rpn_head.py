@@ -33,6 +33,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from detkit.models.heads.retina_head import padded_input_shape
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import DetSample, Detections
@@ -206,9 +207,15 @@ class RPNHead(BaseModule):
             bbox_preds.append(self.rpn_reg(hidden))
         return cls_scores, bbox_preds
 
-    def anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device) -> list[Tensor]:
-        """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels."""
-        return self.anchor_generator.grid_anchors(featmap_sizes, device=device)
+    def anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device,
+                input_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels.
+
+        ``input_shape`` is the ``(H, W)`` of the padded batch, which an anchor generator with
+        ``strides_from_image`` needs.
+        """
+        return self.anchor_generator.grid_anchors(featmap_sizes, device=device,
+                                                  input_shape=input_shape)
 
     # ------------------------------------------------------------------ training
     def object_label(self, sample: DetSample) -> int:
@@ -268,7 +275,8 @@ class RPNHead(BaseModule):
             ``dict(loss_rpn_cls=scalar, loss_rpn_bbox=scalar)``.
         """
         featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
-        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device))
+        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device,
+                                         padded_input_shape(samples)))
         targets = [self.assign_and_sample_anchors(anchors, sample) for sample in samples]
         labels = torch.stack([t[0] for t in targets])            # (B, N)
         bbox_targets = torch.stack([t[1] for t in targets])      # (B, N, 4)
@@ -308,12 +316,31 @@ class RPNHead(BaseModule):
             return logits[..., 0].sigmoid()
         return 1.0 - logits.softmax(dim=-1)[..., self.background_label]
 
+    def ranking_scores(self, cls_score: Tensor) -> Tensor:
+        """What the per-level top-k of :meth:`predict_proposals` ranks the anchors of one level by.
+
+        The objectness logit for the sigmoid layout: the same order as the probability (the
+        sigmoid is increasing), without the ties that rounding the probability to float32
+        creates among close logits. The probability of :meth:`objectness` for the softmax
+        layout.
+
+        Args:
+            cls_score: ``(B, A*C, H, W)`` logits of one level.
+
+        Returns:
+            ``(B, H*W*A)`` in anchor order.
+        """
+        if not self.use_sigmoid:
+            return self.objectness(cls_score)
+        return cls_score.permute(0, 2, 3, 1).reshape(cls_score.shape[0], -1)
+
     def predict_proposals(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
                           samples: Sequence[DetSample],
                           for_training: bool = False) -> list[Detections]:
         """The proposals of every image (no gradient flows back into the head).
 
-        Per level, the ``nms_pre`` anchors of highest objectness are decoded and clipped to
+        Per level, the ``nms_pre`` anchors of highest objectness (ranked by
+        :meth:`ranking_scores`) are decoded and clipped to
         ``img_shape``; then empty and small boxes are removed, NMS runs with the level as the
         group (a box suppresses only boxes of its own level) and the best ``max_per_img`` are
         kept (:func:`select_proposals`).
@@ -321,7 +348,8 @@ class RPNHead(BaseModule):
         Args:
             cls_scores: L tensors ``(B, A*C, Hl, Wl)``.
             bbox_preds: L tensors ``(B, A*4, Hl, Wl)``.
-            samples: B samples with ``img_shape``.
+            samples: B samples with ``img_shape`` (and ``pad_shape`` for an anchor generator
+                with ``strides_from_image``).
             for_training: use ``train_proposal_cfg`` instead of ``test_cfg``.
 
         Returns:
@@ -330,19 +358,21 @@ class RPNHead(BaseModule):
         """
         cfg = self.train_proposal_cfg if for_training else self.test_cfg
         featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
-        level_anchors = self.anchors(featmap_sizes, cls_scores[0].device)
+        level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
+                                     padded_input_shape(samples))
         batch = cls_scores[0].shape[0]
         level_scores = [self.objectness(m.detach()) for m in cls_scores]
+        level_ranks = [self.ranking_scores(m.detach()) for m in cls_scores]
         level_deltas = [m.detach().permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in bbox_preds]
         proposals = []
         for i, sample in enumerate(samples):
             boxes, scores, level_ids = [], [], []
-            for level, (anchors, objectness, deltas) in enumerate(
-                    zip(level_anchors, level_scores, level_deltas)):
+            for level, (anchors, objectness, ranks, deltas) in enumerate(
+                    zip(level_anchors, level_scores, level_ranks, level_deltas)):
                 objectness, deltas = objectness[i], deltas[i]
                 if 0 < cfg.nms_pre < objectness.numel():
-                    objectness, top = objectness.topk(cfg.nms_pre)
-                    anchors, deltas = anchors[top], deltas[top]
+                    top = ranks[i].topk(cfg.nms_pre).indices
+                    objectness, anchors, deltas = objectness[top], anchors[top], deltas[top]
                 boxes.append(self.bbox_coder.decode(anchors, deltas, max_shape=sample.img_shape))
                 scores.append(objectness)
                 level_ids.append(torch.full_like(objectness, level, dtype=torch.int64))

@@ -26,7 +26,21 @@ class AnchorGenerator:
     .reshape(B, -1, K)``, so predictions and anchors line up row by row.
 
     Scales are given either directly (``scales``) or as an octave
-    (``octave_base_scale * 2 ** (i / scales_per_octave)`` for ``i = 0 .. scales_per_octave - 1``).
+    (``octave_base_scale * 2 ** (i / scales_per_octave)`` for ``i = 0 .. scales_per_octave - 1``),
+    or the anchor sides are listed per level (``sizes``, torchvision's ``AnchorGenerator(sizes)``):
+    level ``l`` then has, for each ratio ``r`` and side ``s`` in ``sizes[l]``, the anchor of width
+    ``s / sqrt(r)`` and height ``s * sqrt(r)``.
+
+    Two options reproduce torchvision's anchors exactly (both off by default):
+
+    - ``round_base_anchors``: the base anchor coordinates are rounded to whole pixels (halves to
+      even, ``torch.round``), e.g. the 32 px anchor of ratio 0.5 is ``(-23, -11, 23, 11)``
+      instead of ``(-22.63, -11.31, 22.63, 11.31)``.
+    - ``strides_from_image``: the shift between neighbouring anchors of a level is not its
+      nominal stride but ``padded_input_size // feature_size``, per axis, from the shape of the
+      padded input batch given to :meth:`grid_anchors`. The two differ when the input is not a
+      multiple of the level's nominal stride: an 800 px high batch has a 7-row P7, so its P7
+      anchors are ``800 // 7 = 114`` px apart instead of 128.
 
     Args:
         strides: the stride in pixels of each level, e.g. ``[8, 16, 32, 64, 128]``.
@@ -37,6 +51,12 @@ class AnchorGenerator:
         base_sizes: the base size in pixels of each level; defaults to ``strides``.
         center_offset: where the base anchors are centred, as a fraction of the base size in
             ``[0, 1)``; 0 centres them on the top-left corner of the feature cell's pixel block.
+        sizes: per level, the anchor sides in pixels (``len(strides)`` lists of equal length),
+            instead of ``base_sizes`` x scales; e.g. torchvision's RetinaNet
+            ``[[32, 40, 50], [64, 80, 101], ...]``.
+        round_base_anchors: round the base anchors to whole pixels (see above).
+        strides_from_image: derive each level's shifts from the padded input shape (see above);
+            :meth:`grid_anchors` then needs ``input_shape``.
 
     Example:
         >>> gen = AnchorGenerator(strides=[8, 16, 32, 64, 128], ratios=[0.5, 1.0, 2.0],
@@ -54,10 +74,19 @@ class AnchorGenerator:
                  scales_per_octave: int | None = None,
                  scales: Sequence[float] | None = None,
                  base_sizes: Sequence[int] | None = None,
-                 center_offset: float = 0.0) -> None:
+                 center_offset: float = 0.0,
+                 sizes: Sequence[Sequence[float]] | None = None,
+                 round_base_anchors: bool = False,
+                 strides_from_image: bool = False) -> None:
         self.strides = _positive_list('strides', strides)
         self.ratios = _positive_list('ratios', ratios)
-        self.scales = _resolve_scales(octave_base_scale, scales_per_octave, scales)
+        if sizes is None:
+            self.scales = _resolve_scales(octave_base_scale, scales_per_octave, scales)
+            self.sizes = None
+        else:
+            self.scales = []
+            self.sizes = _resolve_sizes(sizes, len(self.strides), octave_base_scale,
+                                        scales_per_octave, scales, base_sizes)
         self.octave_base_scale = octave_base_scale
         self.scales_per_octave = scales_per_octave
         if base_sizes is None:
@@ -70,8 +99,10 @@ class AnchorGenerator:
         if not 0.0 <= center_offset < 1.0:
             raise ValueError(f'AnchorGenerator: center_offset={center_offset} must be in [0, 1)')
         self.center_offset = float(center_offset)
-        self.base_anchors: list[Tensor] = [self._base_anchors_of_level(size)
-                                           for size in self.base_sizes]
+        self.round_base_anchors = bool(round_base_anchors)
+        self.strides_from_image = bool(strides_from_image)
+        self.base_anchors: list[Tensor] = [self._base_anchors_of_level(level)
+                                           for level in range(len(self.base_sizes))]
 
     @property
     def num_levels(self) -> int:
@@ -83,25 +114,61 @@ class AnchorGenerator:
         """The number of anchors ``A`` per feature location, for each level."""
         return [int(anchors.shape[0]) for anchors in self.base_anchors]
 
-    def _base_anchors_of_level(self, base_size: float) -> Tensor:
+    def _base_anchors_of_level(self, level: int) -> Tensor:
+        base_size = self.base_sizes[level]
         ratios = torch.tensor(self.ratios, dtype=torch.float32)
-        scales = torch.tensor(self.scales, dtype=torch.float32)
         h_ratios = torch.sqrt(ratios)
         w_ratios = 1.0 / h_ratios
-        # ratio is the outer loop, scale the inner one: row = ratio_index * num_scales + scale_index
-        widths = (base_size * w_ratios[:, None] * scales[None, :]).reshape(-1)
-        heights = (base_size * h_ratios[:, None] * scales[None, :]).reshape(-1)
+        # ratio is the outer loop, scale (or side) the inner one:
+        # row = ratio_index * num_scales + scale_index
+        if self.sizes is None:
+            scales = torch.tensor(self.scales, dtype=torch.float32)
+            widths = (base_size * w_ratios[:, None] * scales[None, :]).reshape(-1)
+            heights = (base_size * h_ratios[:, None] * scales[None, :]).reshape(-1)
+        else:
+            sides = torch.tensor(self.sizes[level], dtype=torch.float32)
+            widths = (w_ratios[:, None] * sides[None, :]).reshape(-1)
+            heights = (h_ratios[:, None] * sides[None, :]).reshape(-1)
         center = self.center_offset * base_size
-        return torch.stack([center - 0.5 * widths, center - 0.5 * heights,
-                            center + 0.5 * widths, center + 0.5 * heights], dim=-1)
+        anchors = torch.stack([center - 0.5 * widths, center - 0.5 * heights,
+                               center + 0.5 * widths, center + 0.5 * heights], dim=-1)
+        return anchors.round() if self.round_base_anchors else anchors
+
+    def level_strides(self, featmap_sizes: Sequence[tuple[int, int]],
+                      input_shape: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """The ``(stride_y, stride_x)`` between neighbouring anchors of each level.
+
+        Args:
+            featmap_sizes: ``(H, W)`` of the feature map of each level.
+            input_shape: ``(H, W)`` of the padded input batch; needed (and only read) with
+                ``strides_from_image``.
+
+        Returns:
+            ``num_levels`` pairs: the nominal ``(stride, stride)``, or with
+            ``strides_from_image`` ``(input_h // H, input_w // W)`` (the nominal stride where a
+            feature map is empty).
+        """
+        if not self.strides_from_image:
+            return [(stride, stride) for stride in self.strides]
+        if input_shape is None or len(input_shape) != 2 or min(input_shape) < 1:
+            raise ValueError('AnchorGenerator(strides_from_image=True) needs input_shape, the '
+                             '(H, W) of the padded input batch (DetSample.pad_shape, set by the '
+                             f'data preprocessor); got input_shape={input_shape!r}')
+        input_h, input_w = (int(s) for s in input_shape)
+        return [(input_h // int(h) if int(h) > 0 else stride,
+                 input_w // int(w) if int(w) > 0 else stride)
+                for (h, w), stride in zip(featmap_sizes, self.strides)]
 
     def grid_anchors(self, featmap_sizes: Sequence[tuple[int, int]],
-                     device: torch.device | str = 'cpu') -> list[Tensor]:
+                     device: torch.device | str = 'cpu',
+                     input_shape: tuple[int, int] | None = None) -> list[Tensor]:
         """The anchors of every level for feature maps of the given sizes.
 
         Args:
             featmap_sizes: ``(H, W)`` of the feature map of each level, ``num_levels`` entries.
             device: where to create the anchors.
+            input_shape: ``(H, W)`` of the padded input batch; needed with
+                ``strides_from_image``, ignored otherwise.
 
         Returns:
             One ``(H * W * A, 4)`` float32 tensor per level, xyxy in pixels of the input image,
@@ -111,18 +178,20 @@ class AnchorGenerator:
             raise ValueError(f'AnchorGenerator.grid_anchors: got {len(featmap_sizes)} feature map '
                              f'sizes but the generator has {self.num_levels} levels '
                              f'(strides {self.strides})')
+        strides = self.level_strides(featmap_sizes, input_shape)
         return [self.single_level_grid_anchors(self.base_anchors[level], featmap_sizes[level],
-                                               self.strides[level], device)
+                                               strides[level], device)
                 for level in range(self.num_levels)]
 
     def single_level_grid_anchors(self, base_anchors: Tensor, featmap_size: tuple[int, int],
-                                  stride: int, device: torch.device | str = 'cpu') -> Tensor:
+                                  stride: int | tuple[int, int],
+                                  device: torch.device | str = 'cpu') -> Tensor:
         """The anchors of one level: ``base_anchors`` shifted to every feature location.
 
         Args:
             base_anchors: ``(A, 4)`` base anchors of the level.
             featmap_size: ``(H, W)`` of the level's feature map.
-            stride: the level's stride in pixels.
+            stride: the level's stride in pixels, or ``(stride_y, stride_x)``.
             device: where to create the anchors.
 
         Returns:
@@ -132,17 +201,21 @@ class AnchorGenerator:
             raise ValueError(f'AnchorGenerator: featmap_size must be (H, W) with H, W >= 0, '
                              f'got {tuple(featmap_size)}')
         height, width = (int(s) for s in featmap_size)
+        stride_y, stride_x = stride if isinstance(stride, (tuple, list)) else (stride, stride)
         base_anchors = base_anchors.to(device)
-        shift_x = torch.arange(width, device=device, dtype=base_anchors.dtype) * stride
-        shift_y = torch.arange(height, device=device, dtype=base_anchors.dtype) * stride
+        shift_x = torch.arange(width, device=device, dtype=base_anchors.dtype) * stride_x
+        shift_y = torch.arange(height, device=device, dtype=base_anchors.dtype) * stride_y
         grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing='ij')  # (H, W), row-major
         shifts = torch.stack([grid_x, grid_y, grid_x, grid_y], dim=-1).reshape(-1, 1, 4)
         return (shifts + base_anchors[None, :, :]).reshape(-1, 4)
 
     def __repr__(self) -> str:
-        return (f'{type(self).__name__}(strides={self.strides}, ratios={self.ratios}, '
-                f'scales={[round(s, 4) for s in self.scales]}, base_sizes={self.base_sizes}, '
-                f'center_offset={self.center_offset})')
+        shape = (f'sizes={self.sizes}' if self.sizes is not None else
+                 f'scales={[round(s, 4) for s in self.scales]}, base_sizes={self.base_sizes}')
+        return (f'{type(self).__name__}(strides={self.strides}, ratios={self.ratios}, {shape}, '
+                f'center_offset={self.center_offset}, '
+                f'round_base_anchors={self.round_base_anchors}, '
+                f'strides_from_image={self.strides_from_image})')
 
 
 def _positive_list(name: str, values: Sequence[float]) -> list:
@@ -173,3 +246,25 @@ def _resolve_scales(octave_base_scale: float | None, scales_per_octave: int | No
                          f'scales_per_octave >= 1, got {octave_base_scale!r}, '
                          f'{scales_per_octave!r}')
     return [octave_base_scale * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)]
+
+
+def _resolve_sizes(sizes: Sequence[Sequence[float]], num_levels: int,
+                   octave_base_scale: float | None, scales_per_octave: int | None,
+                   scales: Sequence[float] | None,
+                   base_sizes: Sequence[int] | None) -> list[list[float]]:
+    others = dict(octave_base_scale=octave_base_scale, scales_per_octave=scales_per_octave,
+                  scales=scales, base_sizes=base_sizes)
+    given = sorted(name for name, value in others.items() if value is not None)
+    if given:
+        raise ValueError(f'AnchorGenerator: sizes lists the anchor sides of every level, so '
+                         f'{given} must not be given with it')
+    sizes = [list(level) if isinstance(level, (list, tuple)) else level for level in sizes]
+    if len(sizes) != num_levels or not all(isinstance(level, list) for level in sizes):
+        raise ValueError(f'AnchorGenerator: sizes must hold one list of anchor sides per level '
+                         f'({num_levels} levels, as strides), got {sizes!r}')
+    resolved = [[float(s) for s in _positive_list(f'sizes[{i}]', level)]
+                for i, level in enumerate(sizes)]
+    if len({len(level) for level in resolved}) != 1:
+        raise ValueError(f'AnchorGenerator: every level of sizes needs the same number of sides '
+                         f'(a shared head predicts the same anchors per location), got {sizes!r}')
+    return resolved

@@ -24,6 +24,9 @@ class DeltaXYWHBBoxCoder:
         target_stds: the 4 standard deviations dividing the raw deltas (Faster R-CNN's RoI head:
             ``(0.1, 0.1, 0.2, 0.2)``).
         clip_border: whether :meth:`decode` clips boxes to the image when given ``max_shape``.
+        clamp_shrink: whether :meth:`decode` clamps ``dw`` and ``dh`` from below as well as from
+            above (mmdetection), so a box shrinks at most as much as it may grow; False clamps
+            them from above only, as torchvision's ``BoxCoder`` does.
 
     Example:
         >>> coder = DeltaXYWHBBoxCoder()
@@ -35,7 +38,7 @@ class DeltaXYWHBBoxCoder:
     def __init__(self,
                  target_means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
                  target_stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                 clip_border: bool = True) -> None:
+                 clip_border: bool = True, clamp_shrink: bool = True) -> None:
         if len(target_means) != 4 or len(target_stds) != 4:
             raise ValueError('DeltaXYWHBBoxCoder: target_means and target_stds need 4 values '
                              f'(x, y, w, h), got {tuple(target_means)} and {tuple(target_stds)}')
@@ -45,6 +48,7 @@ class DeltaXYWHBBoxCoder:
         self.target_means = tuple(float(m) for m in target_means)
         self.target_stds = tuple(float(s) for s in target_stds)
         self.clip_border = bool(clip_border)
+        self.clamp_shrink = bool(clamp_shrink)
 
     def encode(self, bboxes: Tensor, gt_bboxes: Tensor) -> Tensor:
         """The normalised deltas that move each prior onto its target box.
@@ -84,7 +88,8 @@ class DeltaXYWHBBoxCoder:
             max_shape: ``(h, w)`` of the image; boxes are clipped to ``[0, w] x [0, h]`` when given
                 and ``clip_border`` is set.
             wh_ratio_clip: ``dw`` and ``dh`` are clamped to ``[-|log r|, |log r|]`` for this ``r``,
-                so a box grows or shrinks at most ``1 / r`` times (default ``1000 / 16``).
+                so a box grows or shrinks at most ``1 / r`` times (default ``1000 / 16``);
+                without ``clamp_shrink`` only to ``<= |log r|``.
 
         Returns:
             ``(..., 4 * K)`` decoded boxes, xyxy in pixels.
@@ -106,8 +111,9 @@ class DeltaXYWHBBoxCoder:
         deltas = deltas * stds + means
         max_ratio = abs(math.log(wh_ratio_clip))
         dx, dy = deltas[..., 0], deltas[..., 1]
-        dw = deltas[..., 2].clamp(min=-max_ratio, max=max_ratio)
-        dh = deltas[..., 3].clamp(min=-max_ratio, max=max_ratio)
+        min_ratio = -max_ratio if self.clamp_shrink else None
+        dw = deltas[..., 2].clamp(min=min_ratio, max=max_ratio)
+        dh = deltas[..., 3].clamp(min=min_ratio, max=max_ratio)
 
         px, py, pw, ph = (v.unsqueeze(-1) for v in _center_size(bboxes.to(deltas.dtype)))
         gx, gy = px + pw * dx, py + ph * dy
@@ -126,7 +132,8 @@ class DeltaXYWHBBoxCoder:
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(target_means={self.target_means}, '
-                f'target_stds={self.target_stds}, clip_border={self.clip_border})')
+                f'target_stds={self.target_stds}, clip_border={self.clip_border}, '
+                f'clamp_shrink={self.clamp_shrink})')
 
 
 def _center_size(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

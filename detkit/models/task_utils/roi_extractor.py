@@ -40,6 +40,41 @@ def map_rois_to_levels(rois: Tensor, num_levels: int, finest_scale: float = 56.0
     return levels.clamp(min=0, max=num_levels - 1).long()
 
 
+def map_rois_to_canonical_levels(rois: Tensor, min_level: int, max_level: int,
+                                 canonical_scale: float = 224.0,
+                                 canonical_level: int = 4) -> Tensor:
+    """The pyramid level of each RoI by Eq. 1 of the FPN paper, as torchvision computes it.
+
+    ``k = floor(canonical_level + log2(scale / canonical_scale) + 1e-6)`` with
+    ``scale = sqrt(w * h)``, clamped to ``[min_level, max_level]`` and returned as an index from
+    ``min_level``. It differs from :func:`map_rois_to_levels` (``finest_scale = 56``) only in
+    where the ``1e-6`` is added: inside the logarithm there, after it here, so a RoI whose scale
+    lies just below a boundary (``224 * (1 - d)`` for ``d`` in ``(2.5e-7, 6.9e-7]``) goes one
+    level coarser here.
+
+    Args:
+        rois: ``(R, 5)`` ``(batch_index, x1, y1, x2, y2)`` or ``(R, 4)`` boxes, in pixels.
+        min_level: the pyramid level of index 0, ``log2`` of its stride (P2: 2).
+        max_level: the coarsest level that may be chosen (P5: 5).
+        canonical_scale: the scale of a RoI that maps to ``canonical_level``.
+        canonical_level: the level ``k0`` of a ``canonical_scale`` RoI.
+
+    Returns:
+        ``(R,)`` int64 level indices in ``[0, max_level - min_level]``.
+
+    Example:
+        >>> boxes = torch.tensor([[0., 0., 50., 50.], [0., 0., 224., 224.], [0., 0., 900., 900.]])
+        >>> map_rois_to_canonical_levels(boxes, min_level=2, max_level=5).tolist()
+        [0, 2, 3]
+    """
+    boxes = rois[:, -4:]
+    scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]).clamp(min=0) *
+                       (boxes[:, 3] - boxes[:, 1]).clamp(min=0))
+    levels = torch.floor(canonical_level + torch.log2(scale / canonical_scale) +
+                         torch.tensor(1e-6, dtype=scale.dtype, device=scale.device))
+    return levels.clamp(min=min_level, max=max_level).long() - min_level
+
+
 @TASK_UTILS.register_module()
 class MultiLevelRoIAlign(nn.Module):
     """RoIAlign (``torchvision.ops.roi_align``) on the pyramid level chosen per RoI.
@@ -56,6 +91,12 @@ class MultiLevelRoIAlign(nn.Module):
         aligned: shift the box coordinates by -0.5 pixel so that a pixel's centre is at
             ``i + 0.5`` (mmdetection 3.x's default); False is the original RoIAlign.
         finest_scale: see :func:`map_rois_to_levels`.
+        canonical_scale: None maps RoIs to levels by :func:`map_rois_to_levels` with
+            ``finest_scale`` (mmdetection's rule); a number (torchvision: 224) maps them by
+            :func:`map_rois_to_canonical_levels` with this scale, ``canonical_level`` and the
+            levels ``log2(featmap_strides[0]) .. log2(featmap_strides[-1])`` (the strides must
+            then be powers of 2).
+        canonical_level: the level of a ``canonical_scale`` RoI (FPN's ``k0 = 4``).
 
     Example:
         >>> extractor = MultiLevelRoIAlign(featmap_strides=[4, 8])
@@ -67,7 +108,8 @@ class MultiLevelRoIAlign(nn.Module):
 
     def __init__(self, featmap_strides: Sequence[int] = (4, 8, 16, 32), output_size: int = 7,
                  sampling_ratio: int = 0, aligned: bool = True,
-                 finest_scale: float = 56.0) -> None:
+                 finest_scale: float = 56.0, canonical_scale: float | None = None,
+                 canonical_level: int = 4) -> None:
         super().__init__()
         if not featmap_strides or any(s <= 0 for s in featmap_strides):
             raise ValueError(f'MultiLevelRoIAlign: featmap_strides must be a non-empty list of '
@@ -80,6 +122,16 @@ class MultiLevelRoIAlign(nn.Module):
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
         self.finest_scale = float(finest_scale)
+        self.canonical_scale = None if canonical_scale is None else float(canonical_scale)
+        self.canonical_level = int(canonical_level)
+        if self.canonical_scale is not None:
+            if self.canonical_scale <= 0:
+                raise ValueError(f'MultiLevelRoIAlign: canonical_scale must be None or > 0, got '
+                                 f'{canonical_scale!r}')
+            if any(s & (s - 1) for s in self.featmap_strides):
+                raise ValueError(f'MultiLevelRoIAlign: canonical_scale needs power-of-2 '
+                                 f'featmap_strides (level k has stride 2**k), got '
+                                 f'{self.featmap_strides}')
 
     @property
     def num_levels(self) -> int:
@@ -108,7 +160,7 @@ class MultiLevelRoIAlign(nn.Module):
         if rois.shape[0] == 0:
             return out
         rois = rois.to(feats[0].dtype)
-        levels = map_rois_to_levels(rois, self.num_levels, self.finest_scale)
+        levels = self.map_rois_to_levels(rois)
         for level, stride in enumerate(self.featmap_strides):
             index = torch.nonzero(levels == level).squeeze(1)
             if index.numel() == 0:
@@ -119,7 +171,24 @@ class MultiLevelRoIAlign(nn.Module):
             out.index_copy_(0, index, pooled.to(out.dtype))
         return out
 
+    def map_rois_to_levels(self, rois: Tensor) -> Tensor:
+        """The level index (into ``featmap_strides``) each RoI is pooled from.
+
+        Args:
+            rois: ``(R, 5)`` ``(batch_index, x1, y1, x2, y2)`` or ``(R, 4)`` boxes, in pixels.
+
+        Returns:
+            ``(R,)`` int64 in ``[0, num_levels - 1]``.
+        """
+        if self.canonical_scale is None:
+            return map_rois_to_levels(rois, self.num_levels, self.finest_scale)
+        min_level = self.featmap_strides[0].bit_length() - 1
+        max_level = self.featmap_strides[-1].bit_length() - 1
+        return map_rois_to_canonical_levels(rois, min_level, max_level, self.canonical_scale,
+                                            self.canonical_level)
+
     def extra_repr(self) -> str:
+        rule = (f'finest_scale={self.finest_scale}' if self.canonical_scale is None else
+                f'canonical_scale={self.canonical_scale}, canonical_level={self.canonical_level}')
         return (f'featmap_strides={self.featmap_strides}, output_size={self.output_size}, '
-                f'sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, '
-                f'finest_scale={self.finest_scale}')
+                f'sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, {rule}')
