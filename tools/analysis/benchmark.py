@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os.path as osp
 import statistics
 import sys
@@ -30,6 +31,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
 
 import detkit.models  # noqa: E402,F401
 from detkit.registry import MODELS  # noqa: E402
@@ -99,7 +101,13 @@ def build_detkit(cfg: Config, checkpoint: str | None, device: str) -> torch.nn.M
     if backbone.get('init_cfg') is not None:  # random weights, the recipe's freezing kept
         model_cfg.backbone = dict(backbone, init_cfg=None)
     model = MODELS.build(model_cfg)
-    model.init_weights()
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # mmengine logs every initialised tensor at INFO
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
     return model.to(device)
 
 
