@@ -188,6 +188,15 @@ def test_unknown_type_names_key_and_close_names(tmp_path, shapes_root):
     assert "'ResNet'" in result.stderr
 
 
+def test_wrong_argument_stops_before_training(tmp_path, shapes_root):
+    config = write_config(tmp_path, shapes_root, max_epochs=1)
+    result = run([TRAIN, config, '--cfg-options', 'model.backbone.depth=eighteen'],
+                 cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert "model.backbone.depth='eighteen': ResNet expects int, got str" in result.stderr
+    assert 'Traceback' not in result.stderr and 'Epoch(train)' not in result.stdout
+
+
 def test_resume_with_missing_checkpoint_is_refused(tmp_path, shapes_root):
     config = write_config(tmp_path, shapes_root, max_epochs=1)
     result = run([TRAIN, config, '--resume', osp.join(str(tmp_path), 'nope.pth')],

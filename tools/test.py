@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
                 evaluator.outfile_prefix = osp.join(out_dir, 'results')
     try:
         check_config(cfg, stage='test')
-    except (KeyError, FileNotFoundError) as error:
+    except (KeyError, TypeError, FileNotFoundError) as error:
         sys.exit(f'tools/test.py {args.config}: {error.args[0]}')
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = build_config(args)
         check_config(cfg, stage='train')
-    except (KeyError, FileNotFoundError) as error:
+    except (KeyError, TypeError, FileNotFoundError) as error:
         sys.exit(f'tools/train.py {args.config}: {error.args[0]}')
     runner = Runner.from_cfg(cfg)
     runner.train()

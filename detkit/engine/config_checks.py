@@ -5,10 +5,14 @@ first second with a message that names the config key, not an hour later inside 
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import os.path as osp
+import types
+import typing
 from typing import Any, Iterable
 
-from detkit.registry import check_config_types
+from detkit.registry import ALL_REGISTRIES, SCOPE, check_config_types
 
 QUICK_START_HINT = (
     'To try detkit without COCO, generate the synthetic shapes set and train on it:\n'
@@ -83,12 +87,106 @@ def check_data_paths(cfg: Any, stage: str) -> None:
     raise FileNotFoundError(message)
 
 
+# Plain annotations whose values a config can be checked against.
+_SIMPLE_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+
+
+def _detkit_class(type_name: str) -> type | None:
+    """The class registered under ``type_name`` by detkit itself (not by mmengine or torch)."""
+    for registry in ALL_REGISTRIES:
+        registry.import_from_location()
+        cls = registry.module_dict.get(type_name)
+        if inspect.isclass(cls) and cls.__module__.startswith(SCOPE + '.'):
+            return cls
+    return None
+
+
+def _accepted_types(annotation: Any) -> tuple[type, ...] | None:
+    """Python types a value may have for a simple annotation (``int``, ``float | None``, ...);
+    ``None`` when the annotation is not simple enough to check."""
+    if annotation in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[annotation]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        accepted: tuple[type, ...] = ()
+        for member in typing.get_args(annotation):
+            if member is type(None):
+                accepted += (type(None),)
+            elif member in _SIMPLE_TYPES:
+                accepted += _SIMPLE_TYPES[member]
+            else:
+                return None
+        return accepted
+    return None
+
+
+def _type_names(accepted: tuple[type, ...]) -> str:
+    names = ['None' if t is type(None) else t.__name__ for t in dict.fromkeys(accepted)]
+    return ' or '.join(names)
+
+
+def check_config_arguments(cfg: Any, prefix: str = '') -> None:
+    """Check the keys and simple value types of every config dict whose ``type`` is a detkit
+    class, against that class's constructor, before anything is built.
+
+    A key the constructor does not take (``model.backbone.dpeth``) and a value of the wrong
+    type for an ``int``/``float``/``bool``/``str`` argument (``model.backbone.depth='50'``)
+    are errors. Classes that take ``**kwargs``, and mmengine's or torch's classes, are left to
+    their own checks.
+
+    Args:
+        cfg: a config (as dict), or any nested dict/list inside one.
+        prefix: the dotted key of ``cfg`` (for the message).
+
+    Raises:
+        KeyError: an unknown key, naming it, the class and the closest argument names.
+        TypeError: a value of the wrong type, naming the key, the value and the expected type.
+    """
+    if isinstance(cfg, (list, tuple)):
+        for index, value in enumerate(cfg):
+            check_config_arguments(value, f'{prefix}.{index}' if prefix else str(index))
+        return
+    if not isinstance(cfg, dict):
+        return
+    for key, value in cfg.items():
+        check_config_arguments(value, f'{prefix}.{key}' if prefix else str(key))
+    type_name = cfg.get('type')
+    cls = _detkit_class(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        return
+    signature = inspect.signature(cls.__init__)
+    parameters = {name: p for name, p in signature.parameters.items() if name != 'self'}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that cannot be evaluated: check the names only
+        hints = {}
+    where = f'{prefix}.' if prefix else ''
+    for key, value in cfg.items():
+        if key in ('type', '_scope_', '_delete_'):
+            continue
+        if key not in parameters:
+            close = difflib.get_close_matches(key, list(parameters), n=3, cutoff=0.6)
+            hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else
+                    f'; it takes {", ".join(parameters)}')
+            raise KeyError(f'{where}{key}: {type_name} has no argument {key!r}{hint}')
+        accepted = _accepted_types(hints.get(key))
+        if accepted is not None and not isinstance(value, accepted) \
+                or (accepted is not None and isinstance(value, bool)
+                    and bool not in accepted):
+            raise TypeError(f'{where}{key}={value!r}: {type_name} expects '
+                            f'{_type_names(accepted)}, got {type(value).__name__}')
+
+
 def check_config(cfg: Any, stage: str) -> None:
-    """All pre-flight checks: registered ``type`` names, then data paths.
+    """All pre-flight checks: registered ``type`` names, the arguments of detkit's classes,
+    then data paths.
 
     Args:
         cfg: the whole config.
         stage: ``'train'`` or ``'test'``, see :func:`check_data_paths`.
     """
-    check_config_types(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
+    plain = cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg
+    check_config_types(plain)
+    check_config_arguments(plain)
     check_data_paths(cfg, stage)
