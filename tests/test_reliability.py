@@ -83,6 +83,17 @@ def test_checkpoint_rotation_deletes_only_after_a_complete_save(tmp_path):
     assert open(osp.join(work_dir, 'last_checkpoint')).read().endswith('epoch_3.pth')
 
 
+def test_checkpoints_without_max_keep_are_all_kept(tmp_path):
+    work_dir = str(tmp_path)
+    hook, runner = make_hook(work_dir, max_keep=-1)
+    del hook.keep_ckpt_ids  # mmengine creates it only with max_keep_ckpts > 0
+    for step in (1, 2, 3):
+        hook._save_checkpoint_with_step(runner, step, meta={})
+    assert sorted(os.listdir(work_dir)) == ['epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth',
+                                            'last_checkpoint']
+    assert open(osp.join(work_dir, 'last_checkpoint')).read().endswith('epoch_3.pth')
+
+
 def test_generator_states_round_trip_through_a_safe_checkpoint():
     random.seed(1)
     np.random.seed(2)

@@ -110,7 +110,9 @@ class CheckpointHook(MMEngineCheckpointHook):
         if not is_main_process():
             return
         atomic_write(self.last_ckpt, osp.join(runner.work_dir, 'last_checkpoint'))
-        while self.max_keep_ckpts > 0 and len(self.keep_ckpt_ids) > self.max_keep_ckpts:
+        if self.max_keep_ckpts <= 0:  # every checkpoint is kept
+            return
+        while len(self.keep_ckpt_ids) > self.max_keep_ckpts:
             old_path = self.file_backend.join_path(
                 self.out_dir, self.filename_tmpl.format(self.keep_ckpt_ids.popleft()))
             if self.file_backend.isfile(old_path):

@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument('--work-dir', default='work_dirs/partial_labels')
     parser.add_argument('--parallel', action='store_true',
                         help='train both variants at once, one thread each')
+    parser.add_argument('--eval-only', action='store_true',
+                        help='evaluate the final checkpoints already in --work-dir')
     args = parser.parse_args()
     data = osp.join(REPO, args.data)
     os.makedirs(osp.join(REPO, args.work_dir), exist_ok=True)
@@ -93,7 +95,7 @@ def main() -> None:
     configs = {v: f'configs/faster_rcnn_r18_shapes_partial_{v}.py' for v in VARIANTS}
     work_dirs = {v: osp.join(REPO, args.work_dir, v) for v in VARIANTS}
     pending = {}
-    for variant in VARIANTS:
+    for variant in VARIANTS if not args.eval_only else ():
         train_args = ['tools/train.py', configs[variant], '--work-dir', work_dirs[variant],
                       '--cfg-options', *overrides]
         log_path = osp.join(REPO, args.work_dir, f'train_{variant}.log')
@@ -112,7 +114,7 @@ def main() -> None:
                       osp.join(work_dirs[variant], f'epoch_{args.epochs}.pth'),
                       '--work-dir', work_dirs[variant] + '_test', '--cfg-options', *overrides],
                      osp.join(REPO, args.work_dir, f'test_{variant}.log'))
-        rows[variant] = (parse_metrics(output), minutes[variant])
+        rows[variant] = (parse_metrics(output), minutes.get(variant, float('nan')))
 
     print(f'Partial labels on {args.data}: {args.num_train} training images (half labelled A = '
           f'circle/square/triangle, half B = star/cross), fully labelled val; Faster R-CNN '
