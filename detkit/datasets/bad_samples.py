@@ -27,20 +27,10 @@ With ``num_workers > 0`` every DataLoader worker holds its own copy of the data 
 is then warned once per worker, and ``skipped_files`` of the main process's data set lists only
 what the main process itself loaded (the warnings, which name each file, are the record).
 
-Adopting it in a data set (:class:`~detkit.datasets.CocoDataset` and
-:class:`~detkit.datasets.CCTSDBDataset` do exactly this; a VOC data set can do the same)::
-
-    class MyDataset(BaseDataset):
-        def __init__(self, ..., bad_sample: str = 'error', ...):
-            self.bad_samples = BadSampleHandler(bad_sample, owner='MyDataset')
-            super().__init__(...)      # after: lazy_init=False loads the annotations here
-
-        def prepare_data(self, idx):
-            return self.bad_samples.prepare(self, idx, super().prepare_data)
-
-        @property
-        def skipped_files(self) -> list[str]:
-            return self.bad_samples.skipped_files
+A data set adopts it by deriving from :class:`~detkit.datasets.base_det_dataset.BaseDetDataset`
+(as :class:`~detkit.datasets.CocoDataset`, :class:`~detkit.datasets.CCTSDBDataset` and
+:class:`~detkit.datasets.VOCDataset` do), which holds a :class:`BadSampleHandler` as
+``self.bad_samples``, routes ``prepare_data`` through it and exposes ``skipped_files``.
 
 :class:`~detkit.datasets.JointDataset` runs its own pipeline on its sub-data sets' data infos,
 so their ``bad_sample`` does not apply inside it (it does not use this handler yet).

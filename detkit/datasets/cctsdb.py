@@ -78,15 +78,13 @@ import struct
 import warnings
 import xml.parsers.expat
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from detkit.registry import DATASETS, TRANSFORMS
 
-from .bad_samples import BadSampleHandler
-from .filtering import FILTER_KEYS, filter_images, trained_labels
+from .base_det_dataset import FILTER_KEYS, BaseDetDataset
 from .transforms.loading import ImageDecodeError, decode_image
 
 CCTSDB_CLASSES = ('warning', 'prohibitory', 'mandatory')
@@ -590,7 +588,7 @@ def _parse_xml(path: str) -> _Node:
 
 
 @DATASETS.register_module()
-class CCTSDBDataset(BaseDataset):
+class CCTSDBDataset(BaseDetDataset):
     """CCTSDB traffic signs (2017 ``GroundTruth.txt`` or 2021 VOC XML folder), boxes only.
 
     Labels ``0, 1, 2`` are ``warning``, ``prohibitory``, ``mandatory`` (``CCTSDB_CLASSES``).
@@ -651,7 +649,6 @@ class CCTSDBDataset(BaseDataset):
                  indices: int | Sequence[int] | None = None,
                  max_refetch: int = 1000,
                  bad_sample: str = 'error') -> None:
-        self.bad_samples = BadSampleHandler(bad_sample, owner=type(self).__name__)
         data_prefix = dict(img='') if data_prefix is None else dict(data_prefix)
         if 'img' not in data_prefix:
             raise KeyError(f"CCTSDBDataset: data_prefix must have the key 'img' (the image "
@@ -671,7 +668,7 @@ class CCTSDBDataset(BaseDataset):
         self.skip_missing_images = skip_missing_images
         self.class_aliases = dict(class_aliases or {})
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
+        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo, data_root=data_root,
                          data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
                          serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
                          lazy_init=lazy_init, max_refetch=max_refetch)
@@ -688,29 +685,3 @@ class CCTSDBDataset(BaseDataset):
         return load_cctsdb(self.ann_file, self.data_prefix['img'], on_error=self.on_error,
                            skip_missing_images=self.skip_missing_images,
                            class_aliases=self.class_aliases, on_unreadable_image=unreadable)
-
-    @property
-    def skipped_files(self) -> list[str]:
-        """The image paths skipped so far because they cannot be read (``bad_sample='skip'``)."""
-        return self.bad_samples.skipped_files
-
-    def prepare_data(self, idx: int) -> Any:
-        """Run the pipeline on image ``idx``; an unreadable image is handled by ``bad_sample``.
-
-        Args:
-            idx: the index into the data set.
-
-        Returns:
-            The pipeline's output, or ``None`` for a skipped image (mmengine then draws another).
-        """
-        return self.bad_samples.prepare(self, idx, super().prepare_data)
-
-    def filter_data(self) -> list[dict]:
-        """Apply ``filter_cfg`` in training (see :func:`filter_images`)."""
-        return filter_images(self.data_list, self.filter_cfg, self.test_mode,
-                             f'{type(self).__name__} ({self.ann_file or self.data_root})')
-
-    def get_cat_ids(self, idx: int) -> list[int]:
-        """The labels of the non-ignored boxes of image ``idx`` (class-balanced sampling)."""
-        return trained_labels(self.get_data_info(idx))
-

@@ -62,15 +62,13 @@ import warnings
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from mmengine.dataset import BaseDataset
 from mmengine.dataset.base_dataset import force_full_init
 from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
 from detkit.registry import DATASETS, TRANSFORMS
 
-from .bad_samples import BadSampleHandler
-from .filtering import FILTER_KEYS, filter_images, trained_labels
+from .base_det_dataset import FILTER_KEYS, BaseDetDataset
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -97,7 +95,7 @@ _DROP_REASONS = {
 
 
 @DATASETS.register_module()
-class CocoDataset(BaseDataset):
+class CocoDataset(BaseDetDataset):
     """A COCO-format detection data set (boxes only), read with ``pycocotools``.
 
     Args:
@@ -148,7 +146,6 @@ class CocoDataset(BaseDataset):
                  indices: int | Sequence[int] | None = None,
                  max_refetch: int = 1000,
                  bad_sample: str = 'error') -> None:
-        self.bad_samples = BadSampleHandler(bad_sample, owner=type(self).__name__)
         data_prefix = dict(img='') if data_prefix is None else dict(data_prefix)
         if 'img' not in data_prefix:
             raise KeyError(f"CocoDataset: data_prefix must have the key 'img' (the image folder), "
@@ -162,26 +159,10 @@ class CocoDataset(BaseDataset):
         # mmengine's Compose looks types up in its root registry, which finds detkit's transforms
         # only inside a Runner (default_scope='detkit'); building them here works everywhere.
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
+        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo, data_root=data_root,
                          data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
                          serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
                          lazy_init=lazy_init, max_refetch=max_refetch)
-
-    @property
-    def skipped_files(self) -> list[str]:
-        """The image paths skipped so far because they cannot be read (``bad_sample='skip'``)."""
-        return self.bad_samples.skipped_files
-
-    def prepare_data(self, idx: int) -> Any:
-        """Run the pipeline on image ``idx``; an unreadable image is handled by ``bad_sample``.
-
-        Args:
-            idx: the index into the data set.
-
-        Returns:
-            The pipeline's output, or ``None`` for a skipped image (mmengine then draws another).
-        """
-        return self.bad_samples.prepare(self, idx, super().prepare_data)
 
     @property
     @force_full_init
@@ -290,16 +271,6 @@ class CocoDataset(BaseDataset):
                  for key, text in _DROP_REASONS.items() if drops[key]]
         warnings.warn(f'CocoDataset: dropped {total} of {num_anns} annotations of '
                       f'{self.ann_file}: ' + '; '.join(parts), stacklevel=2)
-
-    def filter_data(self) -> list[dict]:
-        """Apply ``filter_cfg`` in training (see :func:`filter_images`)."""
-        return filter_images(self.data_list, self.filter_cfg, self.test_mode,
-                             f'{type(self).__name__} ({self.ann_file or self.data_root})')
-
-    @force_full_init
-    def get_cat_ids(self, idx: int) -> list[int]:
-        """The labels of the non-ignored objects of image ``idx`` (class-balanced sampling)."""
-        return trained_labels(self.get_data_info(idx))
 
 
 def _read_coco_json(ann_file: str, data_root: str) -> dict:

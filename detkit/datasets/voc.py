@@ -72,16 +72,13 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from mmengine.dataset import BaseDataset
-from mmengine.dataset.base_dataset import force_full_init
 from mmengine.logging import print_log
 
 from detkit.registry import DATASETS, TRANSFORMS
 
-from .bad_samples import BadSampleHandler
-from .filtering import FILTER_KEYS, filter_images, trained_labels
+from .base_det_dataset import FILTER_KEYS, BaseDetDataset
 from .cctsdb import image_size
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -108,7 +105,7 @@ class VOCAnnotationError(ValueError):
 
 
 @DATASETS.register_module()
-class VOCDataset(BaseDataset):
+class VOCDataset(BaseDetDataset):
     """A Pascal VOC XML detection data set (boxes only); see the module docstring.
 
     Args:
@@ -168,7 +165,6 @@ class VOCDataset(BaseDataset):
                  max_refetch: int = 1000,
                  bad_sample: str = 'error') -> None:
         name = type(self).__name__
-        self.bad_samples = BadSampleHandler(bad_sample, owner=name)
         data_prefix = {'img': 'images/', 'ann': 'annotations/', **(data_prefix or {})}
         unknown_prefix = sorted(set(data_prefix) - {'img', 'ann'})
         if unknown_prefix:
@@ -194,19 +190,10 @@ class VOCDataset(BaseDataset):
         # mmengine's Compose looks types up in its root registry, which finds detkit's transforms
         # only inside a Runner (default_scope='detkit'); building them here works everywhere.
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(ann_file=ann_file or '', metainfo=metainfo, data_root=data_root,
+        super().__init__(bad_sample=bad_sample, ann_file=ann_file or '', metainfo=metainfo, data_root=data_root,
                          data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
                          serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
                          lazy_init=lazy_init, max_refetch=max_refetch)
-
-    @property
-    def skipped_files(self) -> list[str]:
-        """The image paths skipped so far because they cannot be read (``bad_sample='skip'``)."""
-        return self.bad_samples.skipped_files
-
-    def prepare_data(self, idx: int) -> Any:
-        """The pipeline's output for sample ``idx``; ``None`` for a skipped unreadable image."""
-        return self.bad_samples.prepare(self, idx, super().prepare_data)
 
     def load_data_list(self) -> list[dict]:
         """Read the XML files of the chosen stems into one dict per image.
@@ -352,16 +339,6 @@ class VOCDataset(BaseDataset):
         source = self.ann_file or self.data_prefix['ann']
         warnings.warn(f'{type(self).__name__}: dropped {num_dropped} of {num_objects} objects'
                       f'{skipped} of {source}: ' + '; '.join(parts), stacklevel=3)
-
-    def filter_data(self) -> list[dict]:
-        """Apply ``filter_cfg`` in training (see :func:`filter_images`)."""
-        return filter_images(self.data_list, self.filter_cfg, self.test_mode,
-                             f'{type(self).__name__} ({self.ann_file or self.data_root})')
-
-    @force_full_init
-    def get_cat_ids(self, idx: int) -> list[int]:
-        """The labels of the non-ignored objects of image ``idx`` (class-balanced sampling)."""
-        return trained_labels(self.get_data_info(idx))
 
 
 @DATASETS.register_module()
