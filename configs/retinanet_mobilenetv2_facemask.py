@@ -37,10 +37,10 @@ model = dict(
         # the smallest faces measure about 17 px after the resize.
         anchor_generator=dict(octave_base_scale=3)))
 
-# 12 epochs of 240 images = 720 iterations of 4 images. Measured 2026-11-23 on the 2-core CPU
-# with one thread while two other trainings shared the machine: 21.5 min, val bbox mAP 0.515
-# (AP50 0.654; with_mask 0.670, without_mask 0.624, mask_weared_incorrect 0.251). After 6 epochs
-# of the same schedule the model found the faces (mAP 0.249) but hardly told the classes apart.
+# 12 epochs of 240 images = 720 iterations of 4 images. Measured 2026-11-23 on the 2-core CPU:
+# 9.5 min with 2 threads on the idle machine, val bbox mAP 0.428 (AP50 0.562); a run with one
+# thread next to two other trainings: 21.5 min, mAP 0.515 (AP50 0.654). After 6 epochs the
+# model found the faces (mAP ~0.25) but hardly told the classes apart.
 max_epochs = 12
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=6)
 val_cfg = dict(type='ValLoop')
