@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.structures import Detections
+from detkit.structures import DetSample, Detections
+
+IMAGE_SIZE = 128
+COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -26,6 +29,32 @@ def seed_everything(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def painted_batch(objects, size: int = IMAGE_SIZE, seed: int = 0):
+    """Square BGR uint8 images of dark noise with a bright rectangle per object.
+
+    Args:
+        objects: per image ``(boxes, labels)``: xyxy pixel boxes and class indices (0-2, the
+            index into ``COLOURS_BGR``).
+        size: the image side in pixels.
+        seed: seeds the noise.
+
+    Returns:
+        ``(images, samples)``: ``(3, size, size)`` uint8 tensors and their DetSamples (boxes in
+        pixels of these images).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    images, samples = [], []
+    for boxes, labels in objects:
+        image = torch.randint(0, 40, (3, size, size), generator=generator, dtype=torch.uint8)
+        for (x1, y1, x2, y2), label in zip(boxes, labels):
+            colour = torch.tensor(COLOURS_BGR[label], dtype=torch.uint8).view(3, 1, 1)
+            image[:, int(y1):int(y2), int(x1):int(x2)] = colour
+        images.append(image)
+        samples.append(DetSample(ori_shape=(size, size), img_shape=(size, size),
+                                 gt_bboxes=torch.tensor(boxes), gt_labels=torch.tensor(labels)))
+    return images, samples
 
 
 def predict_with_rescaled_second_image(model, images, samples, num_classes: int):

@@ -21,8 +21,8 @@ from mmengine.config import Config
 from detkit.models.weight_init import (TORCHVISION_PREFIX, convert_torchvision_state_dict,
                                        resolve_checkpoint)
 from detkit.registry import MODELS
-from detector_checks import one_thread, seed_everything  # noqa: F401
-from detkit.structures import DetSample, Detections
+from detector_checks import IMAGE_SIZE, one_thread, painted_batch, seed_everything  # noqa: F401
+from detkit.structures import Detections
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 RETINANET_CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob('retinanet*.py'))
@@ -37,8 +37,6 @@ PRETRAINED = {
     'retinanet_vgg16': ('vgg16_bn', None),
 }
 NUM_CLASSES = 3
-IMAGE_SIZE = 128
-COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
 TRAIN_ITERATIONS = 15
 
 
@@ -152,21 +150,8 @@ def synthetic_batch():
         ``(images, samples)``: 2 ``(3, 128, 128)`` uint8 tensors and their DetSamples (boxes
         xyxy in pixels of these images).
     """
-    objects = [([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
-               ([[30., 30., 100., 90.]], [1])]
-    generator = torch.Generator().manual_seed(0)
-    images, samples = [], []
-    for boxes, labels in objects:
-        image = torch.randint(0, 40, (3, IMAGE_SIZE, IMAGE_SIZE), generator=generator,
-                              dtype=torch.uint8)
-        for (x1, y1, x2, y2), label in zip(boxes, labels):
-            colour = torch.tensor(COLOURS_BGR[label], dtype=torch.uint8).view(3, 1, 1)
-            image[:, int(y1):int(y2), int(x1):int(x2)] = colour
-        images.append(image)
-        samples.append(DetSample(ori_shape=(IMAGE_SIZE, IMAGE_SIZE),
-                                 img_shape=(IMAGE_SIZE, IMAGE_SIZE),
-                                 gt_bboxes=torch.tensor(boxes), gt_labels=torch.tensor(labels)))
-    return images, samples
+    return painted_batch([([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
+                          ([[30., 30., 100., 90.]], [1])])
 
 
 def slim_model_config(name):

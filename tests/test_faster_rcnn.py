@@ -13,14 +13,12 @@ from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 from detkit.structures import DetSample
-from detector_checks import (one_thread, predict_with_rescaled_second_image,  # noqa: F401
-                             seed_everything)
+from detector_checks import (IMAGE_SIZE, one_thread, painted_batch,  # noqa: F401
+                             predict_with_rescaled_second_image, seed_everything)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/_base_/models/faster_rcnn_r50_fpn.py'
-IMAGE_SIZE = 128
 NUM_CLASSES = 3
-COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
 
 
 # ---------------------------------------------------------------------------- R50 checkpoint keys
@@ -121,27 +119,16 @@ def synthetic_batch(joint=False):
     Returns:
         ``(images, samples)``: 2 ``(3, 128, 128)`` uint8 tensors and their DetSamples.
     """
-    objects = [([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
-               ([[30., 30., 100., 90.], [4., 96., 40., 124.]], [1, 2])]
-    generator = torch.Generator().manual_seed(0)
-    images, samples = [], []
-    for index, (boxes, labels) in enumerate(objects):
-        image = torch.randint(0, 40, (3, IMAGE_SIZE, IMAGE_SIZE), generator=generator,
-                              dtype=torch.uint8)
-        for (x1, y1, x2, y2), label in zip(boxes, labels):
-            colour = torch.tensor(COLOURS_BGR[label], dtype=torch.uint8).view(3, 1, 1)
-            image[:, int(y1):int(y2), int(x1):int(x2)] = colour
-        images.append(image)
-        sample = DetSample(ori_shape=(IMAGE_SIZE, IMAGE_SIZE), img_shape=(IMAGE_SIZE, IMAGE_SIZE),
-                           gt_bboxes=torch.tensor(boxes), gt_labels=torch.tensor(labels))
-        if joint:
+    images, samples = painted_batch([([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
+                                     ([[30., 30., 100., 90.], [4., 96., 40., 124.]], [1, 2])])
+    if joint:
+        for index, sample in enumerate(samples):
             groups = LABEL_GROUPS[index]
             annotated = groups[sample.gt_labels] > 0
             sample.gt_bboxes = sample.gt_bboxes[annotated]
             sample.gt_labels = sample.gt_labels[annotated]
             sample.dataset_index = index
             sample.label_groups = groups
-        samples.append(sample)
     return images, samples
 
 

@@ -11,13 +11,11 @@ from mmengine.optim import OptimWrapper
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 from detkit.structures import DetSample
-from detector_checks import (one_thread, predict_with_rescaled_second_image,  # noqa: F401
-                             seed_everything)
+from detector_checks import (one_thread, painted_batch,  # noqa: F401
+                             predict_with_rescaled_second_image, seed_everything)
 
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/_base_/models/retinanet_r50_fpn.py'
-IMAGE_SIZE = 128
 NUM_CLASSES = 3
-COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
 
 
 # ---------------------------------------------------------------------------- R50 checkpoint keys
@@ -102,21 +100,8 @@ def synthetic_batch():
     Returns:
         ``(images, samples)``: 2 ``(3, 128, 128)`` uint8 tensors and their DetSamples.
     """
-    objects = [([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
-               ([[30., 30., 100., 90.]], [1])]
-    generator = torch.Generator().manual_seed(0)
-    images, samples = [], []
-    for boxes, labels in objects:
-        image = torch.randint(0, 40, (3, IMAGE_SIZE, IMAGE_SIZE), generator=generator,
-                              dtype=torch.uint8)
-        for (x1, y1, x2, y2), label in zip(boxes, labels):
-            colour = torch.tensor(COLOURS_BGR[label], dtype=torch.uint8).view(3, 1, 1)
-            image[:, int(y1):int(y2), int(x1):int(x2)] = colour
-        images.append(image)
-        samples.append(DetSample(ori_shape=(IMAGE_SIZE, IMAGE_SIZE),
-                                 img_shape=(IMAGE_SIZE, IMAGE_SIZE),
-                                 gt_bboxes=torch.tensor(boxes), gt_labels=torch.tensor(labels)))
-    return images, samples
+    return painted_batch([([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
+                          ([[30., 30., 100., 90.]], [1])])
 
 
 def build_small_retinanet(seed=0):
