@@ -13,7 +13,6 @@ Error bounds (elementwise, against float64 computed from the same inputs):
 from __future__ import annotations
 
 import os
-import time
 import warnings
 
 import pytest
@@ -22,68 +21,9 @@ import torch
 from detkit.ops import (OpsFallbackWarning, build, info, sigmoid_focal_loss,
                         sigmoid_focal_loss_reference)
 from detkit.ops import _extension
+from ops_checks import (HALF_BOUNDS, TINY, assert_close, cpu_kernels, gen, isa,  # noqa: F401
+                        poisoned_outputs)
 from detkit.ops.__main__ import main as ops_main
-
-TINY = 1e-30  # float32 results below this may flush to zero
-HALF_BOUNDS = {torch.float16: (1e-3, 6e-8), torch.bfloat16: (8e-3, 1e-30)}
-
-
-@pytest.fixture(scope='module')
-def cpu_kernels():
-    """The compiled CPU operators (compiled into the cache on first use)."""
-    if not _extension.library('cpu').ensure(build=True):
-        if os.environ.get('CI') or _extension.env_flag('DETKIT_REQUIRE_OPS'):
-            pytest.fail(f"compiled CPU kernels did not load: {_extension.library('cpu').reason}")
-        pytest.skip(f"compiled CPU kernels unavailable: {_extension.library('cpu').reason}")
-    return torch.ops.detkit_cpu
-
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    monkeypatch.setattr(_extension, 'POISON_OUTPUTS', True)
-
-
-@pytest.fixture
-def gen():
-    """A torch.Generator with a fresh seed, printed so that a failure can be replayed."""
-    seed = int(os.environ.get('DETKIT_TEST_SEED', time.time_ns() % 2**31))
-    print(f'DETKIT_TEST_SEED={seed}')
-    return torch.Generator().manual_seed(seed)
-
-
-def available_isas() -> list[str]:
-    order = ['baseline', 'avx2', 'avx512']
-    if not _extension.library('cpu').ensure(build=True):
-        return ['baseline']
-    best = torch.ops.detkit_cpu.set_cpu_isa('avx512')
-    return order[:order.index(best) + 1]
-
-
-@pytest.fixture(params=['baseline', 'avx2', 'avx512'])
-def isa(request, cpu_kernels):
-    """Run the test once per CPU instruction set this machine supports."""
-    if request.param not in available_isas():
-        pytest.skip(f'this CPU lacks {request.param}')
-    before = cpu_kernels.cpu_isa()
-    cpu_kernels.set_cpu_isa(request.param)
-    assert cpu_kernels.cpu_isa() == request.param
-    yield request.param
-    cpu_kernels.set_cpu_isa(before)
-
-
-def assert_close(actual, expected, rtol, atol=TINY, what=''):
-    """Elementwise |actual - expected| <= rtol |expected| + atol, with a readable failure."""
-    actual = actual.detach().double().cpu()
-    expected = expected.detach().double().cpu()
-    assert actual.shape == expected.shape, f'{what}: shape {actual.shape} != {expected.shape}'
-    assert torch.isfinite(actual).all(), f'{what}: non-finite values (unwritten or overflow)'
-    excess = (actual - expected).abs() - (rtol * expected.abs() + atol)
-    if excess.numel() and excess.max() > 0:
-        i = int(excess.argmax())
-        raise AssertionError(
-            f'{what}: element {i}: {actual.flatten()[i].item()!r} vs reference '
-            f'{expected.flatten()[i].item()!r} (rtol {rtol}, atol {atol})')
-
 
 def random_inputs(gen, num_rows, num_classes, dtype=torch.float32, scale=4.0,
                   device='cpu'):
