@@ -109,6 +109,25 @@ def test_crowd_regions_are_drawn_and_boxes_lie_inside():
     assert num_crowd >= 1 and num_objects >= 60
 
 
+def test_plain_scenes_have_no_crowds_and_no_small_objects():
+    # 200 images of 256-512 px: the cluttered scenes have crowd regions and objects under 13 px
+    # (the smallest drawn: 12 px); plain ones neither (at least 60% of a 24-px object shows).
+    extents = {}
+    for scene in ('plain', 'cluttered'):
+        crowds, sides = 0, []
+        for index in range(200):
+            img, objects = draw_shapes_image(np.random.default_rng((0, 0, index)), 256, 512,
+                                             scene)
+            crowds += sum(iscrowd for _, _, iscrowd in objects)
+            sides += [max(w, h) for _, (x, y, w, h), iscrowd in objects if not iscrowd]
+        extents[scene] = (crowds, min(sides), len(sides))
+    assert extents['plain'][0] == 0 and extents['plain'][1] >= 14
+    assert extents['cluttered'][0] >= 5 and extents['cluttered'][1] < 13
+    assert extents['plain'][2] >= 800  # 1-8 objects an image in both styles
+    with pytest.raises(ValueError, match="scene must be one of .*got 'busy'"):
+        draw_shapes_image(np.random.default_rng(0), 96, 128, 'busy')
+
+
 def test_box_is_the_tight_extent_of_the_visible_pixels():
     img = np.full((100, 120, 3), 128, dtype=np.uint8)
     scene = _Scene(img)

@@ -122,6 +122,15 @@ def test_cli_partial_subcommand(tmp_path, capsys):
     assert len(_json(out, 'instances_train_b.json')['images']) == 1
     with pytest.raises(ValueError, match='num_train must be >= 2'):
         make_shapes_partial(str(tmp_path / 'one'), num_train=1, num_val=0)
+    # --scene plain draws other images from the same seed: plain ones (the benchmark's).
+    plain = tmp_path / 'plain'
+    module.main(['partial', '--out', str(plain), '--num-train', '3', '--num-val', '1',
+                 '--min-size', '96', '--max-size', '96', '--seed', '2', '--scene', 'plain'])
+    expected = make_shapes_partial(str(tmp_path / 'api'), num_train=3, num_val=1, min_size=96,
+                                   max_size=96, seed=2, scene='plain')
+    assert _files(plain) == _files(Path(expected['val']).parents[1])
+    assert (plain / 'train' / '000000.jpg').read_bytes() != (out / 'train' /
+                                                             '000000.jpg').read_bytes()
 
 
 def test_config_builds_the_joint_train_set_and_the_union_val_set(partial_dir):

@@ -5,7 +5,7 @@ Usage::
     python tools/misc/make_synthetic.py shapes --out data/shapes [--num-train 300]
         [--num-val 60] [--min-size 256] [--max-size 512] [--seed 0]
     python tools/misc/make_synthetic.py partial --out data/shapes_partial [--num-train 600]
-        [--num-val 100] [--min-size 256] [--max-size 512] [--seed 0]
+        [--num-val 100] [--min-size 256] [--max-size 512] [--seed 0] [--scene plain]
     python tools/misc/make_synthetic.py facemask --out data/facemask [--num-train 240]
         [--num-val 60] [--min-size 256] [--max-size 448] [--seed 0]
 
@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
-from detkit.datasets.synthetic import (PARTIAL_CLASSES, make_facemask,  # noqa: E402
+from detkit.datasets.synthetic import (PARTIAL_CLASSES, SCENES, make_facemask,  # noqa: E402
                                        make_shapes, make_shapes_partial, summarize_coco,
                                        summarize_voc)
 
@@ -55,7 +55,7 @@ def run_partial(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     ann_files = make_shapes_partial(args.out, num_train=args.num_train, num_val=args.num_val,
                                     min_size=args.min_size, max_size=args.max_size,
-                                    seed=args.seed)
+                                    seed=args.seed, scene=args.scene)
     seconds = time.perf_counter() - start
     num_images = args.num_train + args.num_val
     print(f'wrote {num_images} images to {args.out} in {seconds:.1f} s '
@@ -77,6 +77,9 @@ def add_partial_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--min-size', type=int, default=256, help='smallest image side (px)')
     parser.add_argument('--max-size', type=int, default=512, help='largest image side (px)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
+    parser.add_argument('--scene', choices=SCENES, default='cluttered',
+                        help="'plain': the objects alone (no clutter, no crowd regions, none "
+                             "under 24 px), which a detector learns from scratch much faster")
     parser.set_defaults(func=run_partial)
 
 

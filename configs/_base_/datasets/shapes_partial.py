@@ -1,12 +1,13 @@
-# The partial-label shapes set (python tools/misc/make_synthetic.py partial
-# --out data/shapes_partial): subset A annotates only circle/square/triangle, subset B only
-# star/cross, both drawn from the same images with all five classes; val is fully labelled.
+# The partial-label shapes set, plain scenes (python tools/misc/make_synthetic.py partial
+# --out data/shapes_partial_plain --scene plain): subset A annotates only circle/square/triangle,
+# subset B only star/cross, both drawn from the same images with all five classes; val is fully
+# labelled.
 # Training joins A and B in a JointDataset: the union labels are classes_a + classes_b, in that
 # order (0..2 = A's, 3..4 = B's, background = 5), and every image carries its subset's
 # label_groups ([1, 2, 3, 0, 0, 0] for A, [0, 0, 0, 1, 2, 0] for B) for a GroupSoftmax loss;
 # with a plain softmax the same data trains the other subset's objects as background.
 # Another data_root: --cfg-options train_dataloader.dataset.datasets.0.data_root=... (and .1.)
-data_root = 'data/shapes_partial/'
+data_root = 'data/shapes_partial_plain/'
 classes_a = ('circle', 'square', 'triangle')
 classes_b = ('star', 'cross')
 classes = classes_a + classes_b  # the union label order; the model has num_classes=5
