@@ -2,7 +2,7 @@
 
     python tools/analysis/benchmark.py CONFIG [CHECKPOINT] --task inference|train
         [--batch 2] [--size 512] [--iters 10] [--warmup 2] [--device cpu] [--amp]
-        [--channels-last] [--no-peer]
+        [--channels-last] [--no-peer] [--peer-weights]
 
 Both models get the same uint8 batch (and, for ``train``, the same ground truth). ``inference``
 times preprocessing (normalise + pad), forward and post-processing (NMS included) in eval mode;
@@ -11,8 +11,9 @@ is torchvision's model of the same architecture (RetinaNet or Faster R-CNN with 
 COCO-recipe freezing: FrozenBatchNorm, stem and layer1 frozen), told not to resize
 (``min_size = max_size = --size``) so both see the same pixels. Without a checkpoint both have
 random weights; random heads give different detection counts, which changes post-processing
-time, so pass a checkpoint (and its torchvision twin, see tools/model_converters) for inference
-numbers that compare like with like. ``--amp``: bfloat16 autocast on the CPU, float16 (with loss
+time. For inference numbers that compare like with like, run a ``configs/torchvision`` config
+with ``--peer-weights``: detkit then gets the torchvision model's (random) weights through the
+converter of tools/model_converters, and both models find the same detections. ``--amp``: bfloat16 autocast on the CPU, float16 (with loss
 scaling in training) on CUDA. The table gives the median seconds per iteration, images/s and the
 ratio to torchvision.
 """
@@ -55,8 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true', help='mixed precision')
     parser.add_argument('--channels-last', action='store_true', help='NHWC memory format')
     parser.add_argument('--no-peer', action='store_true', help='skip torchvision')
+    parser.add_argument('--peer-weights', action='store_true',
+                        help="give detkit torchvision's weights (a configs/torchvision config)")
     parser.add_argument('--threads', type=int, help='torch intra-op threads on the CPU')
     args = parser.parse_args(argv)
+    if args.peer_weights and (args.no_peer or args.checkpoint):
+        parser.error('--peer-weights copies the peer\'s weights: it excludes --no-peer and a '
+                     'checkpoint')
     for name in ('batch', 'size', 'iters'):
         if getattr(args, name) < 1:
             parser.error(f'--{name} must be >= 1, got {getattr(args, name)}')
@@ -111,6 +117,28 @@ def build_detkit(cfg: Config, checkpoint: str | None, device: str) -> torch.nn.M
     return model.to(device)
 
 
+def build_detkit_like(cfg: Config, peer: torch.nn.Module | None, config: str,
+                      device: str) -> torch.nn.Module:
+    """detkit's model of ``cfg`` holding the torchvision ``peer``'s weights (strictly loaded)."""
+    from detkit.models.converters import convert_torchvision_detector
+    if peer is None:
+        raise SystemExit(f'benchmark: --peer-weights needs a RetinaNet or Faster R-CNN config, '
+                         f'{config} builds a {cfg.model.get("type")}')
+    model_cfg = cfg.model.copy()
+    norm_cfg = model_cfg.get('backbone', {}).get('norm_cfg', {})
+    if norm_cfg.get('type') == 'FrozenBN':  # the peer's FrozenBatchNorm2d keeps eps 1e-5
+        model_cfg.backbone = dict(model_cfg.backbone, norm_cfg=dict(norm_cfg, eps=1e-5),
+                                  init_cfg=None)
+    model = MODELS.build(model_cfg)
+    converted = convert_torchvision_detector(peer.state_dict())['state_dict']
+    try:
+        model.load_state_dict(converted, strict=True)
+    except RuntimeError as error:
+        raise SystemExit(f'benchmark: --peer-weights: the weights of torchvision\'s model do '
+                         f'not fit {config} (use a configs/torchvision config):\n{error}')
+    return model.to(device)
+
+
 def build_peer(model_type: str, num_classes: int, height: int, width: int,
                device: str) -> torch.nn.Module | None:
     """torchvision's model of the same architecture, random weights, COCO-recipe freezing."""
@@ -131,6 +159,20 @@ def build_peer(model_type: str, num_classes: int, height: int, width: int,
     else:
         return None
     return model.to(device)
+
+
+@torch.no_grad()
+def count_detections(model, peer, images: list[torch.Tensor], device: str) -> tuple[int, int]:
+    """The detections detkit's ``model`` and torchvision's ``peer`` find on ``images``."""
+    model.eval()
+    peer.eval()
+    samples = [DetSample(img_shape=tuple(img.shape[1:]), ori_shape=tuple(img.shape[1:]))
+               for img in images]
+    data = model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
+    ours = sum(len(s.pred.scores) for s in model(**data, mode='predict'))
+    theirs = sum(len(out['scores']) for out in peer([img.to(device).float() / 255
+                                                     for img in images]))
+    return ours, theirs
 
 
 def autocast(device: str, enabled: bool):
@@ -239,15 +281,23 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     torch.manual_seed(0)
     images, targets = make_batch(args.batch, height, width, num_classes)
     rows = []
-    detkit_model = build_detkit(cfg, args.checkpoint, args.device)
+    peer = None
+    if args.peer_weights:
+        peer = build_peer(model_type, num_classes, height, width, args.device)
+        detkit_model = build_detkit_like(cfg, peer, args.config, args.device)
+    else:
+        detkit_model = build_detkit(cfg, args.checkpoint, args.device)
     if args.channels_last:
         detkit_model = detkit_model.to(memory_format=torch.channels_last)
     run = detkit_runner(detkit_model, images, targets, args.task, args.amp, args.device,
                         args.channels_last)
     rows.append(('detkit', time_it(run, args.iters, args.warmup, args.device)))
+    if args.peer_weights and args.task == 'inference':
+        counts = count_detections(detkit_model, peer, images, args.device)
+        print(f'same weights: detkit finds {counts[0]} detections, torchvision {counts[1]}')
     del detkit_model, run
-    peer = None if args.no_peer else build_peer(model_type, num_classes, height, width,
-                                                args.device)
+    if peer is None and not args.no_peer:
+        peer = build_peer(model_type, num_classes, height, width, args.device)
     if peer is not None:
         if args.channels_last:
             peer = peer.to(memory_format=torch.channels_last)
@@ -260,7 +310,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     print(f'{osp.basename(args.config)} {args.task}, batch {args.batch}x3x{height}x{width}, '
           f'{device}, torch {torch.__version__}, amp={args.amp}, '
           f'channels_last={args.channels_last}, {args.iters} timed iterations after '
-          f'{args.warmup} warm-up, weights: {args.checkpoint or "random"}')
+          f'{args.warmup} warm-up, weights: '
+          + (args.checkpoint or ('random, the same in both' if args.peer_weights else 'random')))
     print(f"{'model':<40} {'median s/iter':>14} {'images/s':>9} {'vs torchvision':>15}")
     summary = []
     peer_median = statistics.median(rows[1][1]) if len(rows) > 1 else None
