@@ -1,6 +1,7 @@
-"""Fixtures and checks shared by the compiled-kernel tests (focal loss, GroupSoftmax)."""
+"""Fixtures and checks shared by the compiled-kernel tests (focal loss, GroupSoftmax, RoIAlign)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -46,6 +47,17 @@ def isa(request, cpu_kernels):
         pytest.skip(f'this CPU lacks {request.param}')
     yield request.param
     cpu_kernels.set_cpu_isa(before)
+
+
+@contextlib.contextmanager
+def num_threads(threads: int):
+    """torch's intra-op threads (which the CPU kernels' at::parallel_for uses) set to ``threads``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def assert_close(actual, expected, rtol, atol=TINY, what=''):

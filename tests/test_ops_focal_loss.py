@@ -22,7 +22,7 @@ from detkit.ops import (OpsFallbackWarning, build, info, sigmoid_focal_loss,
                         sigmoid_focal_loss_reference)
 from detkit.ops import _extension
 from ops_checks import (HALF_BOUNDS, TINY, assert_close, cpu_kernels, gen, isa,  # noqa: F401
-                        poisoned_outputs)
+                        num_threads, poisoned_outputs)
 from detkit.ops.__main__ import main as ops_main
 
 def random_inputs(gen, num_rows, num_classes, dtype=torch.float32, scale=4.0,
@@ -68,6 +68,21 @@ def test_float32_matches_float64_reference_per_isa(gen, isa, gamma):
     ref_loss, ref_grad = reference_and_grad(logits, labels, gamma, 0.25, weight)
     assert_close(loss, ref_loss, 1e-5, what=f'{isa} loss')
     assert_close(grad, ref_grad, 1e-5, what=f'{isa} grad')
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_rows_split_over_threads_give_the_same_bits(gen, cpu_kernels, dtype):
+    # 5000 rows of 80 classes are 25 grains of 204 rows: two threads take a share each.
+    assert cpu_kernels.parallel_backend() == 'openmp'
+    logits, labels, weight = random_inputs(gen, 5000, 80, dtype)
+    results = {}
+    for threads in (1, 2):
+        with num_threads(threads):
+            results[threads] = kernel_and_grad(logits, labels, 2.0, 0.25, weight)
+            results[threads] += (sigmoid_focal_loss(logits, labels, 2.0, 0.25, weight,
+                                                    reduction='sum'),)
+    for one, two in zip(results[1], results[2]):
+        assert torch.equal(one, two)
 
 
 @pytest.mark.parametrize('shape', [(517, 3), (33, 7), (64, 80), (7, 1), (1, 81), (1001, 16)])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from detkit.ops import group_softmax_cross_entropy, group_softmax_cross_entropy_reference
 from ops_checks import (HALF_BOUNDS, TINY, assert_close, cpu_kernels, gen, isa,  # noqa: F401
-                        poisoned_outputs)
+                        num_threads, poisoned_outputs)
 
 def random_problem(gen, num_rows, num_columns, num_datasets=3, dtype=torch.float32, scale=3.0,
                    device='cpu'):
@@ -63,6 +63,18 @@ def test_shapes(gen, cpu_kernels, shape):
     ref_loss, ref_grad = reference_and_grad(*problem)
     assert_close(loss, ref_loss, 1e-5, what=f'{shape} loss')
     assert_close(grad, ref_grad, 1e-5, what=f'{shape} grad')
+
+
+def test_rows_split_over_threads_give_the_same_bits(gen, cpu_kernels):
+    # 4000 rows of 84 columns are 21 grains of 195 rows: two threads take a share each.
+    assert cpu_kernels.parallel_backend() == 'openmp'
+    problem = random_problem(gen, 4000, 84)
+    results = {}
+    for threads in (1, 2):
+        with num_threads(threads):
+            results[threads] = kernel_and_grad(*problem)
+    assert torch.equal(results[1][0], results[2][0])
+    assert torch.equal(results[1][1], results[2][1])
 
 
 def test_reductions(gen, cpu_kernels):

@@ -20,7 +20,7 @@ def _print_info(report: dict) -> None:
         state = 'loaded' if entry['loaded'] else ('compiled' if entry['compiled'] else 'missing')
         line = f"  {kind:4s} kernels: {state}"
         if kind == 'cpu' and entry.get('isa'):
-            line += f" (instruction set {entry['isa']})"
+            line += f" (instruction set {entry['isa']}, threads: {entry['threads']})"
         if kind == 'cuda':
             line += (f" (nvcc {entry['nvcc_version'] or 'not found'}, archs "
                      f"{entry['arch_list']}, GPU {'yes' if entry['device_available'] else 'no'})")

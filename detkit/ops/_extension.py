@@ -44,7 +44,11 @@ _CUDA_SOURCES = ('cuda/ops_cuda.cpp', 'cuda/focal_loss_cuda.cu', 'cuda/group_sof
 # -fno-trapping-math lets the compiler turn float selects into blends (without it, gcc keeps
 # branches in the AVX2/SSE loops because a compare might raise an FP exception: 6x slower).
 # Neither changes results: no -ffast-math, so NaN, inf and rounding keep IEEE semantics.
-_CPU_CFLAGS = ('-O3', '-fopenmp-simd', '-fno-math-errno', '-fno-trapping-math')
+# -fopenmp: ATen's at::parallel_for is a header template that runs its body on one thread unless
+# the including file is compiled with OpenMP; the library then links libgomp.so.1, which resolves
+# to the copy torch has already loaded (one OpenMP runtime, torch.set_num_threads applies).
+_CPU_CFLAGS = ('-O3', '-fopenmp', '-fno-math-errno', '-fno-trapping-math')
+_CPU_LDFLAGS = ('-fopenmp',)
 _CUDA_HOST_CFLAGS = ('-O3',)
 _CUDA_NVCC_FLAGS = ('-O3', '-std=c++17')
 
@@ -173,6 +177,8 @@ class _Library:
             'cxx': os.environ.get('CXX', 'c++'),
             'cflags': list(_CPU_CFLAGS if self.kind == 'cpu' else _CUDA_HOST_CFLAGS),
         }
+        if self.kind == 'cpu':
+            recipe['ldflags'] = list(_CPU_LDFLAGS)
         if self.kind == 'cuda':
             recipe['nvcc_flags'] = list(_CUDA_NVCC_FLAGS) + _gencode_flags(cuda_arch_list())
             home = find_cuda_home()
@@ -272,7 +278,8 @@ class _Library:
         if self.kind == 'cpu':
             library = cpp_extension.load(
                 name=self.name, sources=[str(s) for s in self.sources()],
-                extra_cflags=list(_CPU_CFLAGS), extra_include_paths=extra_include,
+                extra_cflags=list(_CPU_CFLAGS), extra_ldflags=list(_CPU_LDFLAGS),
+                extra_include_paths=extra_include,
                 build_directory=str(build_dir), is_python_module=False, with_cuda=False,
                 verbose=verbose)
         else:

@@ -17,7 +17,8 @@ def info(load: bool = False) -> dict:
     Returns:
         A dict: ``torch``, ``cache_dir``, and per kind (``'cpu'``, ``'cuda'``) the fields of
         :class:`~detkit.ops._extension.KernelStatus` (``compiled``, ``loaded``, ``library``,
-        ``reason``), plus ``isa`` (CPU instruction set in use) and ``arch_list``/``nvcc`` (CUDA).
+        ``reason``), plus ``isa`` (CPU instruction set in use), ``threads`` (``'openmp'``: the CPU
+        kernels use torch's intra-op threads; ``'serial'``: one thread) and ``arch_list``/``nvcc`` (CUDA).
     """
     report = {'torch': torch.__version__, 'torch_cuda': torch.version.cuda,
               'cache_dir': str(_extension.cache_root())}
@@ -26,7 +27,9 @@ def info(load: bool = False) -> dict:
         if load and not library.loaded and library.compiled_library() is not None:
             library.ensure(build=False)
         report[kind] = dataclasses.asdict(library.status())
-    report['cpu']['isa'] = (torch.ops.detkit_cpu.cpu_isa() if report['cpu']['loaded'] else None)
+    loaded = report['cpu']['loaded']
+    report['cpu']['isa'] = torch.ops.detkit_cpu.cpu_isa() if loaded else None
+    report['cpu']['threads'] = torch.ops.detkit_cpu.parallel_backend() if loaded else None
     home = _extension.find_cuda_home()
     report['cuda']['nvcc'] = str(home / 'bin' / 'nvcc') if home else None
     report['cuda']['nvcc_version'] = _extension.nvcc_version() if home else None

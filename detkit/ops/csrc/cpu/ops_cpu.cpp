@@ -67,6 +67,16 @@ std::atomic<int> g_active_isa{[] {
 
 std::string cpu_isa_op() { return cpu_isa_name(active_cpu_isa()); }
 
+// "openmp" when at::parallel_for in these kernels can use more than one thread (the library was
+// compiled with OpenMP), "serial" when every kernel runs on the calling thread.
+std::string parallel_backend_op() {
+#ifdef _OPENMP
+  return "openmp";
+#else
+  return "serial";
+#endif
+}
+
 std::string set_cpu_isa_op(c10::string_view name) {
   return cpu_isa_name(set_cpu_isa(parse_cpu_isa(std::string(name))));
 }
@@ -98,4 +108,5 @@ TORCH_LIBRARY(detkit_cpu, m) {
       "Tensor? grad_scale=None) -> ()");
   m.def("cpu_isa() -> str", &detkit::cpu::cpu_isa_op);
   m.def("set_cpu_isa(str isa) -> str", &detkit::cpu::set_cpu_isa_op);
+  m.def("parallel_backend() -> str", &detkit::cpu::parallel_backend_op);
 }
