@@ -37,7 +37,8 @@ CSRC = Path(__file__).resolve().parent / 'csrc'
 KINDS = ('cpu', 'cuda')
 DEFAULT_CUDA_ARCH_LIST = '8.0;9.0+PTX'
 
-_CPU_SOURCES = ('cpu/ops_cpu.cpp', 'cpu/focal_loss_cpu.cpp', 'cpu/group_softmax_cpu.cpp')
+_CPU_SOURCES = ('cpu/ops_cpu.cpp', 'cpu/focal_loss_cpu.cpp', 'cpu/group_softmax_cpu.cpp',
+                'cpu/roi_align_cpu.cpp')
 _CUDA_SOURCES = ('cuda/ops_cuda.cpp', 'cuda/focal_loss_cuda.cu', 'cuda/group_softmax_cuda.cu')
 # No -march: one build runs on any CPU of its architecture, and the hot loops pick AVX2/AVX-512
 # at run time (csrc/cpu/vec_math.h). -fopenmp-simd enables `omp simd` without an OpenMP runtime;

@@ -5,8 +5,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
+from detkit.ops import multi_level_roi_align
 from detkit.registry import TASK_UTILS
 
 
@@ -77,10 +77,12 @@ def map_rois_to_canonical_levels(rois: Tensor, min_level: int, max_level: int,
 
 @TASK_UTILS.register_module()
 class MultiLevelRoIAlign(nn.Module):
-    """RoIAlign (``torchvision.ops.roi_align``) on the pyramid level chosen per RoI.
+    """RoIAlign on the pyramid level chosen per RoI (:func:`detkit.ops.multi_level_roi_align`).
 
     The level of an RoI comes from :func:`map_rois_to_levels`; the RoI is then pooled from that
-    level with ``spatial_scale = 1 / featmap_strides[level]``. Holds no parameters.
+    level with ``spatial_scale = 1 / featmap_strides[level]``: on CPU tensors by detkit's fused
+    multi-threaded kernel (the same values as ``torchvision.ops.roi_align``), elsewhere by
+    ``torchvision.ops.roi_align`` once per level. Holds no parameters.
 
     Args:
         featmap_strides: stride of each pyramid level read (Faster R-CNN: P2-P5,
@@ -155,21 +157,11 @@ class MultiLevelRoIAlign(nn.Module):
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError(f'MultiLevelRoIAlign: rois must have shape (R, 5) (batch_index, '
                              f'x1, y1, x2, y2), got {tuple(rois.shape)}')
-        size = self.output_size
-        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1], size, size))
-        if rois.shape[0] == 0:
-            return out
         rois = rois.to(feats[0].dtype)
         levels = self.map_rois_to_levels(rois)
-        for level, stride in enumerate(self.featmap_strides):
-            index = torch.nonzero(levels == level).squeeze(1)
-            if index.numel() == 0:
-                continue
-            pooled = roi_align(feats[level], rois[index], output_size=(size, size),
-                               spatial_scale=1.0 / stride, sampling_ratio=self.sampling_ratio,
-                               aligned=self.aligned)
-            out.index_copy_(0, index, pooled.to(out.dtype))
-        return out
+        return multi_level_roi_align(feats[:self.num_levels], rois, levels,
+                                     [1.0 / stride for stride in self.featmap_strides],
+                                     self.output_size, self.sampling_ratio, self.aligned)
 
     def map_rois_to_levels(self, rois: Tensor) -> Tensor:
         """The level index (into ``featmap_strides``) each RoI is pooled from.

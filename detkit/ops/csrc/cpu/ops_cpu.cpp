@@ -1,8 +1,8 @@
 // Schemas of detkit's CPU operators (namespace torch.ops.detkit_cpu) and the CPU feature dispatch.
 //
-// The kernels live in focal_loss_cpu.cpp and group_softmax_cpu.cpp. Every kernel writes into
-// output tensors that the caller allocates, so that tests can hand in outputs filled with NaN and
-// catch any element a kernel forgets to write.
+// The kernels live in focal_loss_cpu.cpp, group_softmax_cpu.cpp and roi_align_cpu.cpp. Every
+// kernel writes into output tensors that the caller allocates, so that tests can hand in outputs
+// filled with NaN and catch any element a kernel forgets to write.
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -106,6 +106,20 @@ TORCH_LIBRARY(detkit_cpu, m) {
       "group_softmax_forward(Tensor logits, Tensor targets, Tensor dataset_index, "
       "Tensor group_table, Tensor(a!) loss_out, Tensor(b!)? grad_out, "
       "Tensor? grad_scale=None) -> ()");
+  // Multi-level RoIAlign (roi_align_cpu.cpp). feats: one (B, C, H_l, W_l) map per level, all
+  // float32 or all float64; rois: (R, 5) (batch_index, x1, y1, x2, y2) in image pixels, the
+  // dtype of feats; levels: (R,) int64 level of each RoI; spatial_scales: one per level;
+  // out: (R, C, output_size, output_size).
+  m.def(
+      "multi_level_roi_align_forward(Tensor[] feats, Tensor rois, Tensor levels, "
+      "float[] spatial_scales, int output_size, int sampling_ratio, bool aligned, "
+      "Tensor(a!) out) -> ()");
+  // grad_feats: one (B, C, H_l, W_l) tensor per level, fully written (zero where nothing is
+  // sampled); the output size is read from grad_output (R, C, S, S).
+  m.def(
+      "multi_level_roi_align_backward(Tensor grad_output, Tensor rois, Tensor levels, "
+      "float[] spatial_scales, int sampling_ratio, bool aligned, "
+      "Tensor(a!)[] grad_feats) -> ()");
   m.def("cpu_isa() -> str", &detkit::cpu::cpu_isa_op);
   m.def("set_cpu_isa(str isa) -> str", &detkit::cpu::set_cpu_isa_op);
   m.def("parallel_backend() -> str", &detkit::cpu::parallel_backend_op);
