@@ -139,3 +139,10 @@ def test_benchmark_batch_is_reproducible():
         assert 3 <= len(boxes) <= 6 and int(target['labels'].max()) < 5
         assert torch.all(boxes[:, 2:] > boxes[:, :2])
         assert float(boxes[:, 2].max()) <= 79 and float(boxes[:, 3].max()) <= 47
+
+
+def test_benchmark_training_needs_a_train_cfg():
+    import benchmark
+    config = osp.join(REPO, 'configs', 'torchvision', 'faster_rcnn_r50_fpn_tv.py')
+    with pytest.raises(SystemExit, match='needs model.train_cfg in .*faster_rcnn_r50_fpn_tv.py'):
+        benchmark.main([config, '--task', 'train', '--peer-weights'])

@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     if not osp.isfile(args.config):
         sys.exit(f'benchmark: config file {args.config!r} does not exist')
     cfg = Config.fromfile(args.config)
+    if args.task == 'train' and not cfg.model.get('train_cfg'):
+        sys.exit(f'benchmark: --task train needs model.train_cfg in {args.config} (assigners and '
+                 f'samplers); the configs/torchvision configs are for inference only')
     model_type = cfg.model.get('type')
     num_classes = num_classes_of(cfg)
     height, width = args.height or args.size, args.size
