@@ -1,7 +1,7 @@
 """Partial labels: plain softmax vs GroupSoftmax, same model, data and schedule, one table.
 
     python tools/analysis/benchmark_partial_labels.py [--num-train 600] [--epochs 12]
-        [--parallel]
+        [--parallel] [--seed 0]
 
 Generates ``data/shapes_partial_plain`` when it is missing (``make_synthetic.py partial --scene
 plain``: two training subsets of one image distribution, A labels circle/square/triangle, B labels
@@ -11,7 +11,9 @@ star/cross; a fully labelled val set), trains
 after the other, or with ``--parallel`` side by side with one thread each, which uses two cores
 better than one run with two threads), evaluates both final checkpoints with ``tools/test.py``
 and prints val bbox mAP overall and per class. ``--epochs`` other than the configs' 12 moves the
-learning-rate drop with it (x0.1 after 5/6 of the epochs, as the configs' 10 of 12).
+learning-rate drop with it (x0.1 after 5/6 of the epochs, as the configs' 10 of 12); ``--seed``
+sets the training seed of both variants (weights, sampling, augmentation; the data stay the same),
+so that repeated runs show how much of a difference is noise.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument('--num-train', type=int, default=600)
     parser.add_argument('--num-val', type=int, default=100)
     parser.add_argument('--epochs', type=int, default=12)
+    parser.add_argument('--seed', type=int, default=0, help='training seed of both variants')
     parser.add_argument('--work-dir', default='work_dirs/partial_labels')
     parser.add_argument('--parallel', action='store_true',
                         help='train both variants at once, one thread each')
@@ -87,7 +90,8 @@ def main() -> None:
                  f'val_evaluator.ann_file={data_root}annotations/instances_val.json',
                  f'test_evaluator.ann_file={data_root}annotations/instances_val.json',
                  f'train_cfg.max_epochs={args.epochs}', f'train_cfg.val_interval={args.epochs}',
-                 f'default_hooks.checkpoint.interval={args.epochs}']
+                 f'default_hooks.checkpoint.interval={args.epochs}',
+                 f'randomness.seed={args.seed}']
     if args.epochs != 12:
         drop = max(1, round(args.epochs * 5 / 6))
         overrides += [f'param_scheduler.1.end={args.epochs}',
@@ -119,7 +123,7 @@ def main() -> None:
 
     print(f'Partial labels on {args.data}: {args.num_train} training images (half labelled A = '
           f'circle/square/triangle, half B = star/cross), fully labelled val; Faster R-CNN '
-          f'MobileNetV2-FPN from scratch, {args.epochs} epochs each'
+          f'MobileNetV2-FPN from scratch, {args.epochs} epochs each, seed {args.seed}'
           + (', trained side by side with 1 thread each' if args.parallel else ''))
     header = ['loss', 'train min', 'mAP', 'AP50'] + list(CLASSES)
     print(' | '.join(f'{h:>12}' for h in header))
