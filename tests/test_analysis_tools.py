@@ -146,3 +146,12 @@ def test_benchmark_training_needs_a_train_cfg():
     config = osp.join(REPO, 'configs', 'torchvision', 'faster_rcnn_r50_fpn_tv.py')
     with pytest.raises(SystemExit, match='needs model.train_cfg in .*faster_rcnn_r50_fpn_tv.py'):
         benchmark.main([config, '--task', 'train', '--peer-weights'])
+
+
+def test_benchmark_alternates_the_timed_iterations():
+    import benchmark
+    calls = []
+    runs = [lambda: calls.append('detkit'), lambda: calls.append('peer')]
+    times = benchmark.time_it(runs, iters=3, warmup=2, device='cpu')
+    assert calls == ['detkit'] * 2 + ['peer'] * 2 + ['detkit', 'peer'] * 3
+    assert [len(t) for t in times] == [3, 3]

@@ -14,8 +14,9 @@ random weights; random heads give different detection counts, which changes post
 time. For inference numbers that compare like with like, run a ``configs/torchvision`` config
 with ``--peer-weights``: detkit then gets the torchvision model's (random) weights through the
 converter of tools/model_converters, and both models find the same detections. ``--amp``: bfloat16 autocast on the CPU, float16 (with loss
-scaling in training) on CUDA. The table gives the median seconds per iteration, images/s and the
-ratio to torchvision.
+scaling in training) on CUDA. After the warm-up the timed iterations alternate between the two
+models, so that drift in the machine's speed affects both alike. The table gives the median
+seconds per iteration, images/s and the ratio to torchvision.
 """
 from __future__ import annotations
 
@@ -252,19 +253,32 @@ def make_optimizer(model, device: str, amp: bool):
     return optimizer, torch.amp.GradScaler(torch.device(device).type, enabled=use_scaler)
 
 
-def time_it(run: Callable[[], None], iters: int, warmup: int, device: str) -> list[float]:
-    """Seconds of each timed call (the device is synchronised around each)."""
+def time_it(runs: list[Callable[[], None]], iters: int, warmup: int,
+            device: str) -> list[list[float]]:
+    """Seconds of each timed call of each run (the device is synchronised around each).
+
+    Every run is warmed up first; then the timed calls alternate between the runs (detkit,
+    torchvision, detkit, ...), so that a machine whose speed drifts (a shared CPU, a GPU's clock)
+    slows both alike instead of whichever happened to run second.
+    """
     cuda = torch.device(device).type == 'cuda'
-    times = []
-    for index in range(warmup + iters):
+
+    def seconds(run: Callable[[], None]) -> float:
         if cuda:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         run()
         if cuda:
             torch.cuda.synchronize(device)
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    times = [[] for _ in runs]
+    for _ in range(iters):
+        for run, spent in zip(runs, times):
+            spent.append(seconds(run))
     return times
 
 
@@ -283,7 +297,6 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     height, width = args.height or args.size, args.size
     torch.manual_seed(0)
     images, targets = make_batch(args.batch, height, width, num_classes)
-    rows = []
     peer = None
     if args.peer_weights:
         peer = build_peer(model_type, num_classes, height, width, args.device)
@@ -292,28 +305,28 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
         detkit_model = build_detkit(cfg, args.checkpoint, args.device)
     if args.channels_last:
         detkit_model = detkit_model.to(memory_format=torch.channels_last)
-    run = detkit_runner(detkit_model, images, targets, args.task, args.amp, args.device,
-                        args.channels_last)
-    rows.append(('detkit', time_it(run, args.iters, args.warmup, args.device)))
+    names = ['detkit']
+    runs = [detkit_runner(detkit_model, images, targets, args.task, args.amp, args.device,
+                          args.channels_last)]
     if args.peer_weights and args.task == 'inference':
         counts = count_detections(detkit_model, peer, images, args.device)
         print(f'same weights: detkit finds {counts[0]} detections, torchvision {counts[1]}')
-    del detkit_model, run
     if peer is None and not args.no_peer:
         peer = build_peer(model_type, num_classes, height, width, args.device)
     if peer is not None:
         if args.channels_last:
             peer = peer.to(memory_format=torch.channels_last)
-        run = peer_runner(peer, images, targets, args.task, args.amp, args.device, model_type)
-        rows.append((f'torchvision {PEERS[model_type]}',
-                     time_it(run, args.iters, args.warmup, args.device)))
+        names.append(f'torchvision {PEERS[model_type]}')
+        runs.append(peer_runner(peer, images, targets, args.task, args.amp, args.device,
+                                model_type))
+    rows = list(zip(names, time_it(runs, args.iters, args.warmup, args.device)))
     device = (torch.cuda.get_device_name(args.device)
               if torch.device(args.device).type == 'cuda'
               else f'CPU, {torch.get_num_threads()} threads')
     print(f'{osp.basename(args.config)} {args.task}, batch {args.batch}x3x{height}x{width}, '
           f'{device}, torch {torch.__version__}, amp={args.amp}, '
-          f'channels_last={args.channels_last}, {args.iters} timed iterations after '
-          f'{args.warmup} warm-up, weights: '
+          f'channels_last={args.channels_last}, {args.iters} timed iterations each (alternating) '
+          f'after {args.warmup} warm-up, weights: '
           + (args.checkpoint or ('random, the same in both' if args.peer_weights else 'random')))
     print(f"{'model':<40} {'median s/iter':>14} {'images/s':>9} {'vs torchvision':>15}")
     summary = []
