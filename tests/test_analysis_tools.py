@@ -155,3 +155,13 @@ def test_benchmark_alternates_the_timed_iterations():
     times = benchmark.time_it(runs, iters=3, warmup=2, device='cpu')
     assert calls == ['detkit'] * 2 + ['peer'] * 2 + ['detkit', 'peer'] * 3
     assert [len(t) for t in times] == [3, 3]
+
+
+def test_benchmark_peer_gets_the_pixels_detkit_sees_in_rgb():
+    import benchmark
+    images = [torch.arange(12, dtype=torch.uint8).reshape(3, 2, 2)]
+    bgr = torch.nn.Module()
+    bgr.data_preprocessor = type('P', (), {'bgr_to_rgb': True})()
+    assert torch.equal(benchmark.rgb_images(images, bgr)[0], images[0][[2, 1, 0]])
+    bgr.data_preprocessor.bgr_to_rgb = False
+    assert benchmark.rgb_images(images, bgr)[0] is images[0]

@@ -70,6 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def rgb_images(images: list[torch.Tensor], model: torch.nn.Module) -> list[torch.Tensor]:
+    """``images`` as torchvision reads them: detkit's preprocessor takes cv2's BGR order and, with
+    ``bgr_to_rgb``, flips it, while torchvision's models take RGB; so the peer gets the flipped
+    images and both models see the same pixels."""
+    if getattr(model.data_preprocessor, 'bgr_to_rgb', False):
+        return [img.flip(0) for img in images]
+    return images
+
+
 def make_batch(batch: int, height: int, width: int, num_classes: int,
                seed: int = 0) -> tuple[list[torch.Tensor], list[dict]]:
     """``batch`` random uint8 ``(3, height, width)`` images with 3-6 boxes each.
@@ -163,8 +172,10 @@ def build_peer(model_type: str, num_classes: int, height: int, width: int,
 
 
 @torch.no_grad()
-def count_detections(model, peer, images: list[torch.Tensor], device: str) -> tuple[int, int]:
-    """The detections detkit's ``model`` and torchvision's ``peer`` find on ``images``."""
+def count_detections(model, peer, images: list[torch.Tensor], peer_images: list[torch.Tensor],
+                     device: str) -> tuple[int, int]:
+    """The detections detkit's ``model`` finds on ``images`` and torchvision's ``peer`` on the
+    same pixels, ``peer_images``."""
     model.eval()
     peer.eval()
     samples = [DetSample(img_shape=tuple(img.shape[1:]), ori_shape=tuple(img.shape[1:]))
@@ -172,7 +183,7 @@ def count_detections(model, peer, images: list[torch.Tensor], device: str) -> tu
     data = model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
     ours = sum(len(s.pred.scores) for s in model(**data, mode='predict'))
     theirs = sum(len(out['scores']) for out in peer([img.to(device).float() / 255
-                                                     for img in images]))
+                                                     for img in peer_images]))
     return ours, theirs
 
 
@@ -305,11 +316,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
         detkit_model = build_detkit(cfg, args.checkpoint, args.device)
     if args.channels_last:
         detkit_model = detkit_model.to(memory_format=torch.channels_last)
+    peer_images = rgb_images(images, detkit_model)
     names = ['detkit']
     runs = [detkit_runner(detkit_model, images, targets, args.task, args.amp, args.device,
                           args.channels_last)]
     if args.peer_weights and args.task == 'inference':
-        counts = count_detections(detkit_model, peer, images, args.device)
+        counts = count_detections(detkit_model, peer, images, peer_images, args.device)
         print(f'same weights: detkit finds {counts[0]} detections, torchvision {counts[1]}')
     if peer is None and not args.no_peer:
         peer = build_peer(model_type, num_classes, height, width, args.device)
@@ -317,7 +329,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
         if args.channels_last:
             peer = peer.to(memory_format=torch.channels_last)
         names.append(f'torchvision {PEERS[model_type]}')
-        runs.append(peer_runner(peer, images, targets, args.task, args.amp, args.device,
+        runs.append(peer_runner(peer, peer_images, targets, args.task, args.amp, args.device,
                                 model_type))
     rows = list(zip(names, time_it(runs, args.iters, args.warmup, args.device)))
     device = (torch.cuda.get_device_name(args.device)
