@@ -102,7 +102,10 @@ def test_batched_list_equals_single_calls(detector):
     assert isinstance(batched, list) and len(batched) == 3
     for image, result in zip(images, batched):
         single = inference_detector(detector, image)
-        torch.testing.assert_close(result.bboxes, single.bboxes, atol=1e-4, rtol=0)
+        # A batch of 2 and a batch of 1 run different oneDNN convolution kernels; their float32
+        # rounding, amplified by the random network and scaled by the box size (not by the
+        # coordinate's value), moves a coordinate by up to about 1.2e-4 px on a 128-px image.
+        torch.testing.assert_close(result.bboxes, single.bboxes, atol=5e-4, rtol=0)
         torch.testing.assert_close(result.scores, single.scores, atol=1e-6, rtol=0)
         assert torch.equal(result.labels, single.labels)
 
