@@ -130,32 +130,15 @@ DETKIT_ALWAYS_INLINE int64_t focal_rows_dispatch(const FocalRows<T>& a, int64_t 
   return -1;
 }
 
-int64_t focal_rows_baseline(const FocalRows<float>& a, int64_t begin, int64_t end) {
-  return focal_rows_dispatch(a, begin, end);
-}
-#if DETKIT_X86_DISPATCH
-DETKIT_TARGET_AVX2 int64_t focal_rows_avx2(const FocalRows<float>& a, int64_t begin,
-                                           int64_t end) {
-  return focal_rows_dispatch(a, begin, end);
-}
-DETKIT_TARGET_AVX512 int64_t focal_rows_avx512(const FocalRows<float>& a, int64_t begin,
-                                               int64_t end) {
-  return focal_rows_dispatch(a, begin, end);
-}
-#endif
+template <typename T>
+struct FocalRowsKernel {
+  static DETKIT_ALWAYS_INLINE int64_t run(const FocalRows<T>& a, int64_t begin, int64_t end) {
+    return focal_rows_dispatch(a, begin, end);
+  }
+};
 
 int64_t focal_rows(const FocalRows<float>& a, int64_t begin, int64_t end) {
-#if DETKIT_X86_DISPATCH
-  switch (active_cpu_isa()) {
-    case CpuIsa::kAvx512:
-      return focal_rows_avx512(a, begin, end);
-    case CpuIsa::kAvx2:
-      return focal_rows_avx2(a, begin, end);
-    default:
-      break;
-  }
-#endif
-  return focal_rows_baseline(a, begin, end);
+  return run_for_active_isa<FocalRowsKernel<float>>(a, begin, end);
 }
 
 int64_t focal_rows(const FocalRows<double>& a, int64_t begin, int64_t end) {

@@ -119,32 +119,15 @@ DETKIT_ALWAYS_INLINE int64_t group_rows_dispatch(const GroupRows<T>& a, int64_t 
                            : group_rows_impl<T, false>(a, begin, end);
 }
 
-int64_t group_rows_baseline(const GroupRows<float>& a, int64_t begin, int64_t end) {
-  return group_rows_dispatch(a, begin, end);
-}
-#if DETKIT_X86_DISPATCH
-DETKIT_TARGET_AVX2 int64_t group_rows_avx2(const GroupRows<float>& a, int64_t begin,
-                                           int64_t end) {
-  return group_rows_dispatch(a, begin, end);
-}
-DETKIT_TARGET_AVX512 int64_t group_rows_avx512(const GroupRows<float>& a, int64_t begin,
-                                               int64_t end) {
-  return group_rows_dispatch(a, begin, end);
-}
-#endif
+template <typename T>
+struct GroupRowsKernel {
+  static DETKIT_ALWAYS_INLINE int64_t run(const GroupRows<T>& a, int64_t begin, int64_t end) {
+    return group_rows_dispatch(a, begin, end);
+  }
+};
 
 int64_t group_rows(const GroupRows<float>& a, int64_t begin, int64_t end) {
-#if DETKIT_X86_DISPATCH
-  switch (active_cpu_isa()) {
-    case CpuIsa::kAvx512:
-      return group_rows_avx512(a, begin, end);
-    case CpuIsa::kAvx2:
-      return group_rows_avx2(a, begin, end);
-    default:
-      break;
-  }
-#endif
-  return group_rows_baseline(a, begin, end);
+  return run_for_active_isa<GroupRowsKernel<float>>(a, begin, end);
 }
 
 int64_t group_rows(const GroupRows<double>& a, int64_t begin, int64_t end) {

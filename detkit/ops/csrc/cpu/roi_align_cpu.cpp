@@ -274,6 +274,10 @@ DETKIT_ALWAYS_INLINE void forward_items_impl(const ForwardJob<T>& job, int64_t b
   }
 }
 
+// Per-ISA copies written out here rather than through vec_math.h's run_for_active_isa: GCC
+// applies this file's fp-contract=off pragma to the functions defined below it, and the header's
+// wrappers, defined above it, would inline the kernels with contraction into FMA (tested: the
+// bits then differ from torchvision's).
 template <typename T>
 void forward_items_baseline(const ForwardJob<T>& job, int64_t begin, int64_t end) {
   forward_items_impl(job, begin, end);

@@ -51,6 +51,39 @@ CpuIsa active_cpu_isa();
 CpuIsa set_cpu_isa(CpuIsa requested);
 const char* cpu_isa_name(CpuIsa isa);
 
+// Kernel::run(job, begin, end) in the copy compiled for the active instruction set. Each copy is
+// a wrapper with its own target attribute; Kernel::run must be DETKIT_ALWAYS_INLINE so that every
+// wrapper inlines (and vectorises) it for that target.
+template <typename Kernel, typename Job>
+auto run_baseline(const Job& job, int64_t begin, int64_t end) {
+  return Kernel::run(job, begin, end);
+}
+#if DETKIT_X86_DISPATCH
+template <typename Kernel, typename Job>
+DETKIT_TARGET_AVX2 auto run_avx2(const Job& job, int64_t begin, int64_t end) {
+  return Kernel::run(job, begin, end);
+}
+template <typename Kernel, typename Job>
+DETKIT_TARGET_AVX512 auto run_avx512(const Job& job, int64_t begin, int64_t end) {
+  return Kernel::run(job, begin, end);
+}
+#endif
+
+template <typename Kernel, typename Job>
+auto run_for_active_isa(const Job& job, int64_t begin, int64_t end) {
+#if DETKIT_X86_DISPATCH
+  switch (active_cpu_isa()) {
+    case CpuIsa::kAvx512:
+      return run_avx512<Kernel>(job, begin, end);
+    case CpuIsa::kAvx2:
+      return run_avx2<Kernel>(job, begin, end);
+    default:
+      break;
+  }
+#endif
+  return run_baseline<Kernel>(job, begin, end);
+}
+
 DETKIT_ALWAYS_INLINE float bits_to_float(int32_t bits) {
   float value;
   std::memcpy(&value, &bits, sizeof(value));
