@@ -91,16 +91,16 @@ def multi_level_roi_align(feats: Sequence[Tensor], rois: Tensor, levels: Tensor,
         feats, rois, levels, spatial_scales, output_size, sampling_ratio, aligned)
     dtype = feats[0].dtype
     if feats[0].device.type != 'cpu':
-        return multi_level_roi_align_reference(feats, rois, levels, spatial_scales, output_size,
-                                               sampling_ratio, aligned)
+        return _pool_per_level(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
+                               aligned)
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     feats = [f.to(compute_dtype).contiguous() for f in feats]
     rois = rois.to(compute_dtype).contiguous()
     levels = levels.to(torch.int64).contiguous()
     kernels = _extension.kernels_for(rois.device)
     if kernels is None:
-        out = multi_level_roi_align_reference(feats, rois, levels, spatial_scales, output_size,
-                                              sampling_ratio, aligned)
+        out = _pool_per_level(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
+                              aligned)
     elif torch.is_grad_enabled() and any(f.requires_grad for f in feats):
         out = _FusedMultiLevelRoIAlign.apply(rois, levels, spatial_scales, output_size,
                                              sampling_ratio, aligned, kernels, *feats)
@@ -134,8 +134,14 @@ def multi_level_roi_align_reference(feats: Sequence[Tensor], rois: Tensor, level
     Raises:
         ValueError: as :func:`multi_level_roi_align`.
     """
-    feats, rois, levels, spatial_scales, output_size, sampling_ratio = _check_arguments(
-        feats, rois, levels, spatial_scales, output_size, sampling_ratio, aligned)
+    return _pool_per_level(*_check_arguments(feats, rois, levels, spatial_scales, output_size,
+                                             sampling_ratio, aligned), aligned)
+
+
+def _pool_per_level(feats: list[Tensor], rois: Tensor, levels: Tensor,
+                    spatial_scales: list[float], output_size: int, sampling_ratio: int,
+                    aligned: bool) -> Tensor:
+    """The body of :func:`multi_level_roi_align_reference`, on arguments already checked."""
     num_rois = rois.shape[0]
     if num_rois > 0 and not torch.compiler.is_compiling():
         _check_ranges(rois, levels, len(feats), feats[0].shape[0])
