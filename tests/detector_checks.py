@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 IMAGE_SIZE = 128
 COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class

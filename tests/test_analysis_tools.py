@@ -60,7 +60,8 @@ def test_summary_numbers(log_file, capsys):
     analyze_logs.main(['summary', log_file])
     out = capsys.readouterr().out
     assert '20 iterations, 2 epochs' in out
-    assert 'mean 2.000, median 2.000' in out  # 1.5, 2.0, 2.5: the first window (warm-up) is left out
+    # 1.5, 2.0, 2.5: the first window (warm-up) is left out
+    assert 'mean 2.000, median 2.000' in out
     assert 'coco/bbox_mAP: last 0.2000 (epoch 2), best 0.2000' in out
     assert 'time:' not in out.replace('seconds/iteration', '')
 

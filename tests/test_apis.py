@@ -12,6 +12,7 @@ import torch
 
 from detkit.apis import DetResult, inference_detector, init_detector
 from detkit.visualization import class_color, draw_detections
+
 from detector_checks import one_thread  # noqa: F401  (module fixture)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -216,7 +217,7 @@ def test_demo_on_a_folder_and_a_video(tmp_path, tiny, capsys):
     printed = capsys.readouterr()
     assert 'skipped' in printed.err and 'broken.png' in printed.err
     assert 'img0.png: ' in printed.out and 'images/s' in printed.out
-    records = json.load(open(out_dir / 'detections.json'))['images']
+    records = json.loads((out_dir / 'detections.json').read_text())['images']
     assert [osp.basename(r['img_path']) for r in records] == sorted(images)
     for record in records:
         source = images[osp.basename(record['img_path'])]
@@ -237,7 +238,7 @@ def test_demo_on_a_folder_and_a_video(tmp_path, tiny, capsys):
     writer.release()
     summary = demo.main([video, config, checkpoint, '--out-dir', str(out_dir / 'video')])
     assert summary['count'] == 5
-    frames = json.load(open(out_dir / 'video' / 'detections.json'))['images']
+    frames = json.loads((out_dir / 'video' / 'detections.json').read_text())['images']
     assert [f['frame'] for f in frames] == [0, 1, 2, 3, 4]
     capture = cv2.VideoCapture(str(out_dir / 'video' / 'clip_det.mp4'))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5

@@ -18,11 +18,15 @@ import torch
 import torchvision
 from mmengine.config import Config
 
-from detkit.models.weight_init import (TORCHVISION_PREFIX, convert_torchvision_state_dict,
-                                       resolve_checkpoint)
+from detkit.models.weight_init import (
+    TORCHVISION_PREFIX,
+    convert_torchvision_state_dict,
+    resolve_checkpoint,
+)
 from detkit.registry import MODELS
-from detector_checks import IMAGE_SIZE, one_thread, painted_batch, seed_everything  # noqa: F401
 from detkit.structures import Detections
+
+from detector_checks import IMAGE_SIZE, one_thread, painted_batch, seed_everything  # noqa: F401
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 RETINANET_CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob('retinanet*.py'))

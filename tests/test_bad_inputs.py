@@ -13,8 +13,13 @@ from PIL import Image
 
 from detkit.datasets import CCTSDBDataset, CocoDataset
 from detkit.datasets.bad_samples import BadSampleHandler, BadSampleWarning
-from detkit.datasets.transforms import (ImageDecodeError, Resize, decode_image, loading,
-                                        rescale_size)
+from detkit.datasets.transforms import (
+    ImageDecodeError,
+    Resize,
+    decode_image,
+    loading,
+    rescale_size,
+)
 
 RED, GREEN, BLUE = (0, 0, 255), (0, 255, 0), (255, 0, 0)  # BGR
 
@@ -39,7 +44,8 @@ def _left_right_rgb(left: tuple, right: tuple, height: int = 8, width: int = 16)
 # ------------------------------------------------------------------------------ read correctly
 def test_cmyk_jpeg_channels(tmp_path):
     Image.new('RGB', (16, 8), (255, 0, 0)).convert('CMYK').save(tmp_path / 'red.jpg', quality=95)
-    assert Image.open(tmp_path / 'red.jpg').mode == 'CMYK'
+    with Image.open(tmp_path / 'red.jpg') as image:
+        assert image.mode == 'CMYK'
     img = decode_image(str(tmp_path / 'red.jpg'))
     assert img.shape == (8, 16, 3) and img.dtype == np.uint8
     np.testing.assert_allclose(img.reshape(-1, 3).mean(0), RED, atol=3)

@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detkit.evaluation import CocoMetric, results_to_coco_json
 from detkit.registry import METRICS
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 # Non-contiguous category ids; 'horse' has no ground truth at all.
 CATEGORIES = [dict(id=3, name='cat'), dict(id=7, name='dog'), dict(id=12, name='bird'),

@@ -57,6 +57,7 @@ def test_pipeline_entries_and_mmengine_classes(shapes_cfg):
     cfg['optim_wrapper']['optimizer']['not_an_sgd_argument'] = 1  # torch's class: not checked
     check_config_arguments(cfg)
     cfg['train_dataloader']['dataset']['pipeline'][2]['keep_ration'] = True
-    with pytest.raises(KeyError, match=r"train_dataloader.dataset.pipeline.2.keep_ration: Resize "
-                                       r"has no argument 'keep_ration'; did you mean 'keep_ratio'"):
+    with pytest.raises(KeyError, match=r"train_dataloader.dataset.pipeline.2.keep_ration: "
+                                       r"Resize has no argument 'keep_ration'; did you mean "
+                                       r"'keep_ratio'"):
         check_config_arguments(cfg)

@@ -1,4 +1,4 @@
-"""DetDataPreprocessor: BGR->RGB, normalisation, padding to a multiple, samples moved, bad input."""
+"""DetDataPreprocessor: BGR->RGB, normalisation, padding to a multiple, samples, bad input."""
 import re
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from detkit.models.data_preprocessors import DetDataPreprocessor
 from detkit.registry import MODELS
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 MEAN = (10.0, 20.0, 30.0)  # RGB order
 STD = (2.0, 4.0, 5.0)

@@ -7,6 +7,7 @@ import os.path as osp
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,7 +116,8 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path, shapes_root):
                str(tmp_path / 'test1'), *keep_all], cwd=str(tmp_path))
     both = run(torchrun(TEST, 2, test_config, checkpoint, '--out', both_json, '--work-dir',
                         str(tmp_path / 'test2'), *keep_all), cwd=str(tmp_path))
-    one_dets, both_dets = json.load(open(one_json)), json.load(open(both_json))
+    one_dets = json.loads(Path(one_json).read_text())
+    both_dets = json.loads(Path(both_json).read_text())
     assert len(one_dets) == 5 * 100  # 5 val images, max_per_img 100
     # 5 images over 2 processes: the sampler's padded duplicate is dropped before the metric
     key = lambda d: (d['image_id'], -d['score'], d['category_id'])  # noqa: E731

@@ -13,8 +13,14 @@ from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 from detkit.structures import DetSample
-from detector_checks import (IMAGE_SIZE, one_thread, painted_batch,  # noqa: F401
-                             predict_with_rescaled_second_image, seed_everything)
+
+from detector_checks import (  # noqa: F401
+    IMAGE_SIZE,
+    one_thread,
+    painted_batch,
+    predict_with_rescaled_second_image,
+    seed_everything,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'configs/_base_/models/faster_rcnn_r50_fpn.py'

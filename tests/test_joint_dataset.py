@@ -11,8 +11,14 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import DefaultSampler
 
-from detkit.datasets import (AspectRatioBatchSampler, CCTSDBDataset, CocoDataset, JointDataset,
-                             label_groups_for, union_classes)
+from detkit.datasets import (
+    AspectRatioBatchSampler,
+    CCTSDBDataset,
+    CocoDataset,
+    JointDataset,
+    label_groups_for,
+    union_classes,
+)
 from detkit.registry import DATASETS, check_config_types
 from detkit.structures import DetSample
 

@@ -5,8 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from detkit.models.layers import (ConvModule, FrozenBatchNorm2d, build_activation_layer,
-                                  build_norm_layer)
+from detkit.models.layers import (
+    ConvModule,
+    FrozenBatchNorm2d,
+    build_activation_layer,
+    build_norm_layer,
+)
 from detkit.registry import MODELS
 
 

@@ -1,13 +1,16 @@
-"""Tests of the MobileNetV2 backbone: torchvision parity, widths, residuals, freezing, checkpointing."""
+"""MobileNetV2 backbone: torchvision parity, widths, residuals, freezing, checkpointing."""
 import pytest
 import torch
 import torchvision
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from detkit.models.backbones.mobilenet_v2 import (InvertedResidual, MobileNetV2,
-                                                  convert_torchvision_mobilenet_v2,
-                                                  make_divisible)
+from detkit.models.backbones.mobilenet_v2 import (
+    InvertedResidual,
+    MobileNetV2,
+    convert_torchvision_mobilenet_v2,
+    make_divisible,
+)
 from detkit.registry import MODELS
 
 # Output of out index i is torchvision's features[:TV_END[i]].

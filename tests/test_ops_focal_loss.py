@@ -18,12 +18,19 @@ import warnings
 import pytest
 import torch
 
-from detkit.ops import (OpsFallbackWarning, build, info, sigmoid_focal_loss,
-                        sigmoid_focal_loss_reference)
-from detkit.ops import _extension
-from ops_checks import (HALF_BOUNDS, TINY, assert_close, cpu_kernels, gen, isa,  # noqa: F401
-                        num_threads, poisoned_outputs)
+from detkit.ops import (
+    OpsFallbackWarning,
+    _extension,
+    build,
+    info,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_reference,
+)
 from detkit.ops.__main__ import main as ops_main
+
+from ops_checks import HALF_BOUNDS, TINY, assert_close, num_threads
+
+pytestmark = pytest.mark.usefixtures('poisoned_outputs')  # conftest.py
 
 def random_inputs(gen, num_rows, num_classes, dtype=torch.float32, scale=4.0,
                   device='cpu'):
@@ -301,7 +308,7 @@ def test_info_and_cli_report_loaded_kernels(cpu_kernels, capsys):
     assert 'cpu  kernels: loaded' in out and 'cuda kernels:' in out
 
 
-# ---- CUDA: skipped without a GPU -----------------------------------------------------------------
+# ---- CUDA: skipped without a GPU ----------------------------------------------------------------
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 

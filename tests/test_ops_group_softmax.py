@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from detkit.ops import group_softmax_cross_entropy, group_softmax_cross_entropy_reference
-from ops_checks import (HALF_BOUNDS, TINY, assert_close, cpu_kernels, gen, isa,  # noqa: F401
-                        num_threads, poisoned_outputs)
+
+from ops_checks import HALF_BOUNDS, TINY, assert_close, num_threads
+
+pytestmark = pytest.mark.usefixtures('poisoned_outputs')  # conftest.py
 
 def random_problem(gen, num_rows, num_columns, num_datasets=3, dtype=torch.float32, scale=3.0,
                    device='cpu'):
@@ -242,7 +244,7 @@ def test_bad_inputs_raise_clear_errors(cpu_kernels):
         group_softmax_cross_entropy_reference(logits, torch.tensor([0, 5, 1]), index, table)
 
 
-# ---- CUDA: skipped without a GPU -----------------------------------------------------------------
+# ---- CUDA: skipped without a GPU ----------------------------------------------------------------
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 

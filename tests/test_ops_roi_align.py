@@ -19,8 +19,10 @@ import torch
 from detkit.models.task_utils import MultiLevelRoIAlign
 from detkit.ops import multi_level_roi_align, multi_level_roi_align_reference
 from detkit.ops import roi_align as roi_align_module
-from ops_checks import (assert_close, cpu_kernels, gen, isa, num_threads,  # noqa: F401
-                        poisoned_outputs)
+
+from ops_checks import assert_close, num_threads
+
+pytestmark = pytest.mark.usefixtures('poisoned_outputs')  # conftest.py
 
 STRIDES = (4, 8, 16, 32)
 SCALES = [1.0 / s for s in STRIDES]
@@ -392,7 +394,7 @@ def test_docstring_example(cpu_kernels):
     assert out.flatten().tolist() == [7.5, 0.0]
 
 
-# ---- CUDA: skipped without a GPU -----------------------------------------------------------------
+# ---- CUDA: skipped without a GPU ----------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_cuda_runs_the_reference(gen):
     feats = random_feats(gen)

@@ -14,8 +14,12 @@ from torch import nn
 from detkit.models.backbones.mobilenet_v2 import MobileNetV2
 from detkit.models.backbones.resnet import ResNet
 from detkit.models.backbones.vgg import VGG
-from detkit.models.weight_init import (PretrainedInit, detkit_default_scope, load_pretrained,
-                                       resolve_checkpoint)
+from detkit.models.weight_init import (
+    PretrainedInit,
+    detkit_default_scope,
+    load_pretrained,
+    resolve_checkpoint,
+)
 from detkit.registry import MODELS
 
 # File names of the torchvision urls (fixed by torchvision's weights enums).

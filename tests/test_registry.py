@@ -25,10 +25,12 @@ def test_config_check_names_the_nested_key():
     cfg = dict(model=dict(type='RetinaNet', backbone=dict(type='ResNet'),
                           bbox_head=dict(type='RetinaHead', loss_cls=dict(type='FocalLos'))),
                param_scheduler=[dict(type='LinearLR'), dict(type='MultiStepLRR')])
-    with pytest.raises(KeyError, match=r"model\.bbox_head\.loss_cls\.type='FocalLos'.*'FocalLoss'"):
+    with pytest.raises(KeyError,
+                       match=r"model\.bbox_head\.loss_cls\.type='FocalLos'.*'FocalLoss'"):
         check_config_types(cfg)
     cfg['model']['bbox_head']['loss_cls']['type'] = 'FocalLoss'
-    with pytest.raises(KeyError, match=r"param_scheduler\[1\]\.type='MultiStepLRR'.*'MultiStepLR'"):
+    with pytest.raises(KeyError,
+                       match=r"param_scheduler\[1\]\.type='MultiStepLRR'.*'MultiStepLR'"):
         check_config_types(cfg)
     cfg['param_scheduler'][1]['type'] = 'MultiStepLR'
     check_config_types(cfg)  # now every type is registered

@@ -6,6 +6,7 @@ import os
 import os.path as osp
 import random
 from collections import deque
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -73,14 +74,14 @@ def test_checkpoint_rotation_deletes_only_after_a_complete_save(tmp_path):
         hook._save_checkpoint_with_step(runner, 2, meta={})
     # mmengine would have deleted epoch_1.pth before this save; detkit keeps it
     assert sorted(os.listdir(work_dir)) == ['epoch_1.pth', 'last_checkpoint']
-    assert open(osp.join(work_dir, 'last_checkpoint')).read() == osp.join(work_dir,
+    assert Path(osp.join(work_dir, 'last_checkpoint')).read_text() == osp.join(work_dir,
                                                                           'epoch_1.pth')
     hook, runner = make_hook(work_dir, max_keep=2)
     for step in (1, 2, 3):
         hook._save_checkpoint_with_step(runner, step, meta={})
     assert sorted(os.listdir(work_dir)) == ['epoch_2.pth', 'epoch_3.pth', 'last_checkpoint']
     assert runner.message_hub.get_info('keep_ckpt_ids') == [2, 3]
-    assert open(osp.join(work_dir, 'last_checkpoint')).read().endswith('epoch_3.pth')
+    assert Path(osp.join(work_dir, 'last_checkpoint')).read_text().endswith('epoch_3.pth')
 
 
 def test_checkpoints_without_max_keep_are_all_kept(tmp_path):
@@ -91,7 +92,7 @@ def test_checkpoints_without_max_keep_are_all_kept(tmp_path):
         hook._save_checkpoint_with_step(runner, step, meta={})
     assert sorted(os.listdir(work_dir)) == ['epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth',
                                             'last_checkpoint']
-    assert open(osp.join(work_dir, 'last_checkpoint')).read().endswith('epoch_3.pth')
+    assert Path(osp.join(work_dir, 'last_checkpoint')).read_text().endswith('epoch_3.pth')
 
 
 def test_generator_states_round_trip_through_a_safe_checkpoint():

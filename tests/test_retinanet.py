@@ -11,8 +11,13 @@ from mmengine.optim import OptimWrapper
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 from detkit.structures import DetSample
-from detector_checks import (one_thread, painted_batch,  # noqa: F401
-                             predict_with_rescaled_second_image, seed_everything)
+
+from detector_checks import (  # noqa: F401
+    one_thread,
+    painted_batch,
+    predict_with_rescaled_second_image,
+    seed_everything,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/_base_/models/retinanet_r50_fpn.py'
 NUM_CLASSES = 3

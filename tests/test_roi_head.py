@@ -13,8 +13,12 @@ from torchvision.ops import roi_align
 from detkit.models.heads import Shared2FCBBoxHead, StandardRoIHead, boxes_to_rois
 from detkit.models.heads.retina_head import DenseTestConfig
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss, group_softmax_loss_reference
-from detkit.models.task_utils import (MaxIoUAssigner, MultiLevelRoIAlign, RandomSampler,
-                                      map_rois_to_levels)
+from detkit.models.task_utils import (
+    MaxIoUAssigner,
+    MultiLevelRoIAlign,
+    RandomSampler,
+    map_rois_to_levels,
+)
 from detkit.registry import MODELS, TASK_UTILS
 from detkit.structures import DetSample
 
@@ -119,7 +123,8 @@ def test_box_head_shapes_and_mmdetection_names():
     keys = {k: tuple(v.shape) for k, v in head.state_dict().items()}
     assert keys == {'bbox_head.shared_fcs.0.weight': (16, CHANNELS * 49),
                     'bbox_head.shared_fcs.0.bias': (16,),
-                    'bbox_head.shared_fcs.1.weight': (16, 16), 'bbox_head.shared_fcs.1.bias': (16,),
+                    'bbox_head.shared_fcs.1.weight': (16, 16),
+                    'bbox_head.shared_fcs.1.bias': (16,),
                     'bbox_head.fc_cls.weight': (K + 1, 16), 'bbox_head.fc_cls.bias': (K + 1,),
                     'bbox_head.fc_reg.weight': (4 * K, 16), 'bbox_head.fc_reg.bias': (4 * K,)}
     rois = boxes_to_rois([torch.tensor([square(30), square(200)]), torch.tensor([square(90)])])
@@ -177,18 +182,18 @@ def test_group_softmax_roi_loss_uses_each_images_label_groups():
     labels = [head.bbox_head.targets_from_sampling(head.assign_and_sample_proposals(p, s))[0]
               for p, s in zip(proposals, samples)]
     # zero logits: L = log(K + 1) - log |G|; image A's background group is {1, 2, bg}
-    expected = [math.log(4) - math.log(groups[i].eq(groups[i][t]).sum())
+    expected = [math.log(4) - math.log(int(groups[i].eq(groups[i][t]).sum()))
                 for i, image_labels in enumerate(labels) for t in image_labels.tolist()]
     assert float(losses['loss_cls'].detach()) == pytest.approx(sum(expected) / len(expected),
                                                                rel=1e-6)
     rows = torch.cat(labels)
-    per_row_groups = torch.cat([g.expand(len(l), -1) for g, l in zip(groups, labels)])
+    per_row_groups = torch.cat([g.expand(len(lab), -1) for g, lab in zip(groups, labels)])
     reference = group_softmax_loss_reference(torch.zeros(len(rows), K + 1), rows,
                                              per_row_groups).mean()
     assert float(losses['loss_cls'].detach()) == pytest.approx(float(reference), rel=1e-6)
     # zero logits predict class 0 everywhere: right where class 0 shares the target's group
     # (image A: targets of class 0; image B: background targets, which share group 0)
-    right = [groups[i][0] == groups[i][t] for i, image_labels in enumerate(labels)
+    right = [bool(groups[i][0] == groups[i][t]) for i, image_labels in enumerate(labels)
              for t in image_labels.tolist()]
     assert float(losses['acc']) == pytest.approx(100 * sum(right) / len(right), rel=1e-6)
     assert 0 < sum(right) < len(right)

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from detkit.datasets import CocoDataset
-from detkit.datasets.synthetic import (SHAPES_CATEGORIES, SHAPES_CLASSES, _Scene,
-                                       draw_shapes_image, make_shapes)
+from detkit.datasets.synthetic import (
+    SHAPES_CATEGORIES,
+    SHAPES_CLASSES,
+    _Scene,
+    draw_shapes_image,
+    make_shapes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=24, num_val=4, min_size=192, max_size=320)

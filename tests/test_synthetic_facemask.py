@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 
 from detkit.datasets import FACEMASK_CLASSES, FaceMaskDataset, make_facemask
-from detkit.datasets.synthetic import (MAX_FACE_OVERLAP, _Face, _overlap_of_smaller,
-                                       draw_facemask_image)
+from detkit.datasets.synthetic import (
+    MAX_FACE_OVERLAP,
+    _Face,
+    _overlap_of_smaller,
+    draw_facemask_image,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=30, num_val=6, min_size=160, max_size=320)

@@ -11,8 +11,12 @@ import torch
 from mmengine.config import Config
 
 from detkit.datasets import CocoDataset, JointDataset
-from detkit.datasets.synthetic import (PARTIAL_CLASSES, SHAPES_CATEGORIES, make_shapes,
-                                       make_shapes_partial)
+from detkit.datasets.synthetic import (
+    PARTIAL_CLASSES,
+    SHAPES_CATEGORIES,
+    make_shapes,
+    make_shapes_partial,
+)
 from detkit.evaluation import CocoMetric
 from detkit.registry import DATASETS
 from detkit.structures import Detections, DetSample

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,19 +81,27 @@ def run(args: list[str], cwd: str, **kwargs) -> subprocess.CompletedProcess:
                           text=True, timeout=600, **kwargs)
 
 
+def kill_after_epoch(script: str, config: str, work_dir: str, epoch: int, *options: str,
+                     cwd: str, env: dict, log_path: str) -> None:
+    """Start ``script config`` training in the background and SIGKILL it once the checkpoint
+    of ``epoch`` is complete (output to ``log_path``)."""
+    with open(log_path, 'w') as log:
+        run = subprocess.Popen([sys.executable, script, config, '--work-dir', work_dir, *options],
+                               cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while latest_epoch(work_dir) < epoch and time.time() < deadline:
+            assert run.poll() is None, Path(log_path).read_text()[-3000:]
+            time.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+
+
 def test_train_kill_resume_then_test_matches_pycocotools(tmp_path, shapes_root):
     config = write_config(tmp_path, shapes_root, max_epochs=6)
     work_dir = osp.join(str(tmp_path), 'work')
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
-    log = open(osp.join(str(tmp_path), 'first.log'), 'w')
-    first = subprocess.Popen([sys.executable, TRAIN, config, '--work-dir', work_dir],
-                             cwd=str(tmp_path), env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while latest_epoch(work_dir) < 2 and time.time() < deadline:
-        assert first.poll() is None, open(log.name).read()[-3000:]
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_after_epoch(TRAIN, config, work_dir, 2, cwd=str(tmp_path), env=env,
+                     log_path=osp.join(str(tmp_path), 'first.log'))
     # mmengine points ``last_checkpoint`` at a checkpoint once it is completely written.
     saved = latest_epoch(work_dir)
     assert 2 <= saved < 6, f'the first run was not killed mid-training (epoch {saved})'
@@ -112,7 +121,7 @@ def test_train_kill_resume_then_test_matches_pycocotools(tmp_path, shapes_root):
     tested = run([TEST, config, osp.join(work_dir, 'epoch_6.pth'), '--out', out_json,
                   '--work-dir', osp.join(str(tmp_path), 'test')], cwd=str(tmp_path))
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
-    detections = json.load(open(out_json))
+    detections = json.loads(Path(out_json).read_text())
     gt = COCO(shapes_root + 'annotations/instances_val.json')
     assert {d['category_id'] for d in detections} <= set(gt.getCatIds())
     reported = [line for line in (tested.stdout + tested.stderr).splitlines()
@@ -140,15 +149,8 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, shapes_root
 
     work_dir = osp.join(str(tmp_path), 'killed')
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
-    log = open(osp.join(str(tmp_path), 'killed.log'), 'w')
-    first = subprocess.Popen([sys.executable, TRAIN, config, '--work-dir', work_dir, *options],
-                             cwd=str(tmp_path), env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while latest_epoch(work_dir) < 1 and time.time() < deadline:
-        assert first.poll() is None, open(log.name).read()[-3000:]
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_after_epoch(TRAIN, config, work_dir, 1, *options, cwd=str(tmp_path), env=env,
+                     log_path=osp.join(str(tmp_path), 'killed.log'))
     saved = latest_epoch(work_dir)
     assert 1 <= saved < 3, f'the run was not killed mid-training (epoch {saved})'
     resumed = run([TRAIN, config, '--work-dir', work_dir, '--resume', *options],

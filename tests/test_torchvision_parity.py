@@ -34,17 +34,24 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.poolers import LevelMapper
 
-from detkit.apis import init_detector, inference_detector
-from detkit.models.converters import (COCO_CATEGORIES, convert_torchvision_detector,
-                                      faster_rcnn_key_map, retinanet_key_map,
-                                      save_checkpoint_atomic)
+from detkit.apis import inference_detector, init_detector
+from detkit.models.converters import (
+    COCO_CATEGORIES,
+    convert_torchvision_detector,
+    faster_rcnn_key_map,
+    retinanet_key_map,
+    save_checkpoint_atomic,
+)
 from detkit.models.heads import RetinaHead, RPNHead
 from detkit.models.task_utils import AnchorGenerator, DeltaXYWHBBoxCoder
-from detkit.models.task_utils.roi_extractor import (MultiLevelRoIAlign,
-                                                    map_rois_to_canonical_levels,
-                                                    map_rois_to_levels)
+from detkit.models.task_utils.roi_extractor import (
+    MultiLevelRoIAlign,
+    map_rois_to_canonical_levels,
+    map_rois_to_levels,
+)
 from detkit.registry import MODELS
 from detkit.structures import DetSample
+
 from detector_checks import one_thread  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -515,8 +522,9 @@ def test_converter_errors_name_the_keys(torchvision_state_dicts):
     with pytest.raises(ValueError, match=r"1 unknown keys .*: roi_heads\.mask_head\.0\.weight"):
         convert_torchvision_detector({**state, 'roi_heads.mask_head.0.weight': torch.zeros(1)})
     missing = {k: v for k, v in state.items() if k != 'backbone.fpn.layer_blocks.2.0.bias'}
-    with pytest.raises(ValueError, match=r'1 missing keys: backbone\.fpn\.layer_blocks\.2\.0\.bias '
-                                         r'or backbone\.fpn\.layer_blocks\.2\.bias'):
+    with pytest.raises(ValueError,
+                       match=r'1 missing keys: backbone\.fpn\.layer_blocks\.2\.0\.bias '
+                             r'or backbone\.fpn\.layer_blocks\.2\.bias'):
         convert_torchvision_detector(missing)
     doubled = {**state, 'rpn.head.conv.weight': state['rpn.head.conv.0.0.weight']}
     with pytest.raises(ValueError, match=r'both the old and the new .*rpn\.head\.conv\.0\.0\.'

@@ -5,8 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
-from detkit.datasets.transforms import (ImageDecodeError, LoadAnnotations, LoadImageFromFile,
-                                        PackDetInputs, RandomFlip, Resize, rescale_size)
+from detkit.datasets.transforms import (
+    ImageDecodeError,
+    LoadAnnotations,
+    LoadImageFromFile,
+    PackDetInputs,
+    RandomFlip,
+    Resize,
+    rescale_size,
+)
 from detkit.registry import TRANSFORMS
 
 RED_BGR = (0, 0, 255)

@@ -1,4 +1,4 @@
-"""Tests of the VGG backbone: torchvision parity, output-size arithmetic, freezing, key conversion."""
+"""VGG backbone: torchvision parity, output-size arithmetic, freezing, key conversion."""
 import math
 
 import pytest

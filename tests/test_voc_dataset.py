@@ -19,7 +19,7 @@ from detkit.datasets.voc import VOCAnnotationError
 from detkit.evaluation import CocoMetric
 from detkit.evaluation.coco_metric import coco_gt_from_results
 from detkit.registry import DATASETS
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 # stem -> (height, width) of the tiny images.
 IMAGES = {'maksssksksss0': (60, 80), 'maksssksksss1': (50, 40), 'maksssksksss7': (30, 90)}
@@ -303,7 +303,8 @@ GT = {
 # small face), detections on the two ignore regions (one of the right size and class, one of
 # another class), a false positive.
 DETS = [
-    (4, 0, (12, 8, 61, 72), 0.9), (4, 1, (98, 42, 133, 79), 0.8), (4, 2, (190, 140, 290, 280), 0.7),
+    (4, 0, (12, 8, 61, 72), 0.9), (4, 1, (98, 42, 133, 79), 0.8),
+    (4, 2, (190, 140, 290, 280), 0.7),
     (4, 0, (11, 12, 58, 66), 0.3), (4, 1, (349, 11, 371, 37), 0.6),
     (9, 0, (148, 104, 236, 198), 0.85), (9, 2, (20, 30, 44, 58), 0.5),
     (12, 2, (52, 47, 108, 122), 0.75), (12, 0, (6, 148, 27, 177), 0.4),
@@ -318,7 +319,7 @@ def _samples(dets=DETS, gt=GT, drop_ignored=False) -> list[DetSample]:
         samples.append(DetSample(
             img_id=img_id, ori_shape=shape, img_shape=shape,
             gt_bboxes=torch.tensor([b for b, _ in boxes], dtype=torch.float32).reshape(-1, 4),
-            gt_labels=torch.tensor([l for _, l in boxes], dtype=torch.int64),
+            gt_labels=torch.tensor([label for _, label in boxes], dtype=torch.int64),
             gt_ignore_bboxes=torch.tensor([] if drop_ignored else ignored,
                                           dtype=torch.float32).reshape(-1, 4),
             pred=Detections(bboxes=torch.tensor([d[2] for d in mine],
@@ -362,8 +363,8 @@ def _hand_written_gt(tmp_path) -> str:
 def _pycocotools(gt_file: str, dets=DETS) -> np.ndarray:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(gt_file)
-        dt = gt.loadRes([dict(image_id=i, category_id=l + 1, bbox=[x1, y1, x2 - x1, y2 - y1],
-                              score=s) for i, l, (x1, y1, x2, y2), s in dets])
+        dt = gt.loadRes([dict(image_id=i, category_id=label + 1, bbox=[x1, y1, x2 - x1, y2 - y1],
+                              score=s) for i, label, (x1, y1, x2, y2), s in dets])
         coco_eval = COCOeval(gt, dt, iouType='bbox')
         coco_eval.evaluate()
         coco_eval.accumulate()

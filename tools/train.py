@@ -28,9 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no CKPT is given')
     parser.add_argument('--amp', action='store_true',
-                        help='mixed precision: fp16 with dynamic loss scaling on CUDA, bf16 on CPU')
+                        help='mixed precision: fp16 with dynamic loss scaling on CUDA, bf16 on '
+                        'CPU')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the learning rate by (total batch / auto_scale_lr.base_batch_size)')
+                        help='scale the learning rate by (total batch / '
+                        'auto_scale_lr.base_batch_size)')
     parser.add_argument('--sync-bn', action='store_true',
                         help='distributed training: turn BatchNorm layers into SyncBatchNorm '
                         '(statistics over the whole global batch)')

@@ -5,14 +5,18 @@ Importing this package registers ``CocoDataset``, ``CCTSDBDataset``, ``VOCDatase
 (DATA_SAMPLERS) and the transforms (TRANSFORMS); it does not import ``detkit.models``.
 """
 from . import transforms  # noqa: F401  (registers the transforms)
-from .coco import COCO_CLASSES, CocoDataset
-from .samplers import AspectRatioBatchSampler
-from .synthetic import SHAPES_CATEGORIES, make_shapes
 from .cctsdb import CCTSDB_CLASSES, CCTSDBDataset, load_cctsdb
+from .coco import COCO_CLASSES, CocoDataset
 from .joint import JointDataset, label_groups_for, union_classes
-from .synthetic import PARTIAL_CLASSES, make_shapes_partial
+from .samplers import AspectRatioBatchSampler
+from .synthetic import (
+           PARTIAL_CLASSES,
+           SHAPES_CATEGORIES,
+           make_facemask,
+           make_shapes,
+           make_shapes_partial,
+)
 from .voc import FACEMASK_CLASSES, VOC_CLASSES, FaceMaskDataset, VOCDataset
-from .synthetic import make_facemask
 
 __all__ = ['AspectRatioBatchSampler', 'COCO_CLASSES', 'CocoDataset', 'SHAPES_CATEGORIES',
            'make_shapes', 'CCTSDB_CLASSES', 'CCTSDBDataset', 'load_cctsdb', 'JointDataset',

@@ -668,10 +668,10 @@ class CCTSDBDataset(BaseDetDataset):
         self.skip_missing_images = skip_missing_images
         self.class_aliases = dict(class_aliases or {})
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo, data_root=data_root,
-                         data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
-                         serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
-                         lazy_init=lazy_init, max_refetch=max_refetch)
+        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo,
+                         data_root=data_root, data_prefix=data_prefix, filter_cfg=filter_cfg,
+                         indices=indices, serialize_data=serialize_data, pipeline=built,
+                         test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
 
     def load_data_list(self) -> list[dict]:
         """Read ``ann_file`` (see :func:`load_cctsdb`).

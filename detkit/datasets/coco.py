@@ -159,10 +159,10 @@ class CocoDataset(BaseDetDataset):
         # mmengine's Compose looks types up in its root registry, which finds detkit's transforms
         # only inside a Runner (default_scope='detkit'); building them here works everywhere.
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo, data_root=data_root,
-                         data_prefix=data_prefix, filter_cfg=filter_cfg, indices=indices,
-                         serialize_data=serialize_data, pipeline=built, test_mode=test_mode,
-                         lazy_init=lazy_init, max_refetch=max_refetch)
+        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo,
+                         data_root=data_root, data_prefix=data_prefix, filter_cfg=filter_cfg,
+                         indices=indices, serialize_data=serialize_data, pipeline=built,
+                         test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
 
     @property
     @force_full_init

@@ -405,7 +405,8 @@ def _shape_outline(category_index: int, radius: float, angle: float,
 
 
 def _shape_mask(rng: np.random.Generator, category_index: int, size: float) -> np.ndarray:
-    """The pixels ``(S, S)`` uint8 of one shape about ``size`` pixels across, filled or outlined."""
+    """The pixels ``(S, S)`` uint8 of one shape about ``size`` pixels across, filled or
+    outlined."""
     radius = size / 2
     filled = size < 28 or rng.random() < 0.6
     thickness = 0 if filled else max(2, int(round(size * rng.uniform(0.07, 0.14))))

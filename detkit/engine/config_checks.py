@@ -80,8 +80,9 @@ def check_data_paths(cfg: Any, stage: str) -> None:
     message = (f'the data this run needs is not there; these config paths do not exist:\n{lines}\n'
                'data/README.md describes the layout each data set is expected in.')
     if any('coco' in path.lower() for _, path in missing):
-        message += ('\nCOCO 2017 goes under data/coco/: annotations/instances_{train,val}2017.json,'
-                    ' train2017/ and val2017/ (or point data_root elsewhere with\n'
+        message += ('\nCOCO 2017 goes under data/coco/: '
+                    'annotations/instances_{train,val}2017.json, train2017/ and val2017/ '
+                    '(or point data_root elsewhere with\n'
                     '    --cfg-options train_dataloader.dataset.data_root=/path/to/coco/ ...).\n'
                     + QUICK_START_HINT)
     raise FileNotFoundError(message)

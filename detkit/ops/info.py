@@ -1,4 +1,4 @@
-"""Report and prebuild detkit's compiled kernels (``detkit.ops.info()``, ``detkit.ops.build()``)."""
+"""Report and prebuild detkit's compiled kernels (``detkit.ops.info()``, ``.build()``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +18,8 @@ def info(load: bool = False) -> dict:
         A dict: ``torch``, ``cache_dir``, and per kind (``'cpu'``, ``'cuda'``) the fields of
         :class:`~detkit.ops._extension.KernelStatus` (``compiled``, ``loaded``, ``library``,
         ``reason``), plus ``isa`` (CPU instruction set in use), ``threads`` (``'openmp'``: the CPU
-        kernels use torch's intra-op threads; ``'serial'``: one thread) and ``arch_list``/``nvcc`` (CUDA).
+        kernels use torch's intra-op threads; ``'serial'``: one thread) and
+        ``arch_list``/``nvcc`` (CUDA).
     """
     report = {'torch': torch.__version__, 'torch_cuda': torch.version.cuda,
               'cache_dir': str(_extension.cache_root())}

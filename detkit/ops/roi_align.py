@@ -39,7 +39,7 @@ from torchvision.ops import roi_align
 
 from . import _extension
 
-# Largest sampling_ratio (and adaptive grid per axis) the CPU kernel accepts; see roi_align_cpu.cpp.
+# Largest sampling_ratio (and adaptive grid per axis) the CPU kernel accepts (roi_align_cpu.cpp).
 MAX_SAMPLING_RATIO = 1 << 16
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

@@ -13,9 +13,10 @@ COCO-recipe freezing: FrozenBatchNorm, stem and layer1 frozen), told not to resi
 random weights; random heads give different detection counts, which changes post-processing
 time. For inference numbers that compare like with like, run a ``configs/torchvision`` config
 with ``--peer-weights``: detkit then gets the torchvision model's (random) weights through the
-converter of tools/model_converters, and both models find the same detections. ``--amp``: bfloat16 autocast on the CPU, float16 (with loss
-scaling in training) on CUDA. After the warm-up the timed iterations alternate between the two
-models, so that drift in the machine's speed affects both alike. The table gives the median
+converter of tools/model_converters, and both models find the same detections. ``--amp``:
+bfloat16 autocast on the CPU, float16 (with loss scaling in training) on CUDA. After the
+warm-up the timed iterations alternate between the two models, so that drift in the machine's
+speed affects both alike. The table gives the median
 seconds per iteration, images/s and the ratio to torchvision.
 """
 from __future__ import annotations

@@ -29,9 +29,13 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..',
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from detkit.ops import (group_softmax_cross_entropy,  # noqa: E402
-                        group_softmax_cross_entropy_reference, info, sigmoid_focal_loss,
-                        sigmoid_focal_loss_reference)
+from detkit.ops import (  # noqa: E402
+    group_softmax_cross_entropy,
+    group_softmax_cross_entropy_reference,
+    info,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_reference,
+)
 
 FOCAL_SHAPES = ((400000, 80), (100000, 80))
 GROUP_SHAPES = ((8192, 84), (65536, 1204))

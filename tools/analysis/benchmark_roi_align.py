@@ -27,8 +27,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..',
 import torch  # noqa: E402
 
 from detkit.models.task_utils.roi_extractor import map_rois_to_levels  # noqa: E402
-from detkit.ops import (info, multi_level_roi_align,  # noqa: E402
-                        multi_level_roi_align_reference)
+from detkit.ops import info, multi_level_roi_align, multi_level_roi_align_reference  # noqa: E402
 
 STRIDES = (4, 8, 16, 32)
 IMAGE_SIZE = 512
@@ -97,7 +96,8 @@ def main() -> None:
           f'batch {BATCH}, {args.channels} channels, P2-P5 of {IMAGE_SIZE}x{IMAGE_SIZE}, '
           f'{args.rois} RoIs per level {counts}, output 7x7, aligned; median of '
           f'{args.repeats} runs, ms')
-    print('| sampling_ratio | threads | pass | detkit ms | torchvision ms | torchvision / detkit |')
+    print('| sampling_ratio | threads | pass | detkit ms | torchvision ms | '
+          'torchvision / detkit |')
     print('|---:|---:|---|---:|---:|---:|')
     threads_before = torch.get_num_threads()
     try:

@@ -20,9 +20,15 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
-from detkit.datasets.synthetic import (PARTIAL_CLASSES, SCENES, make_facemask,  # noqa: E402
-                                       make_shapes, make_shapes_partial, summarize_coco,
-                                       summarize_voc)
+from detkit.datasets.synthetic import (  # noqa: E402
+    PARTIAL_CLASSES,
+    SCENES,
+    make_facemask,
+    make_shapes,
+    make_shapes_partial,
+    summarize_coco,
+    summarize_voc,
+)
 
 
 def run_shapes(args: argparse.Namespace) -> None:

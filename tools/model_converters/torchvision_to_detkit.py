@@ -29,8 +29,13 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
 from detkit.models.converters.torchvision_detection import (  # noqa: E402
-    TORCHVISION_ARCHS, convert_torchvision_detector, detect_torchvision_arch,
-    load_torchvision_state_dict, save_checkpoint_atomic, unwrap_state_dict)
+    TORCHVISION_ARCHS,
+    convert_torchvision_detector,
+    detect_torchvision_arch,
+    load_torchvision_state_dict,
+    save_checkpoint_atomic,
+    unwrap_state_dict,
+)
 
 CONFIGS = {'retinanet': 'configs/torchvision/retinanet_r50_fpn_tv.py',
            'faster_rcnn': 'configs/torchvision/faster_rcnn_r50_fpn_tv.py'}

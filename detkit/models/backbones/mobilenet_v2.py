@@ -27,8 +27,8 @@ from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from detkit.models.layers import ConvModule
 from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
+from detkit.models.layers import ConvModule
 from detkit.registry import MODELS
 
 # (expand ratio t, output channels c, number of blocks n, stride of the first block s).

@@ -13,9 +13,9 @@ from typing import Sequence
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
 from detkit.models.backbones.plugins import POSITIONS, build_plugin, plugin_base_name
 from detkit.models.layers import build_norm_layer
-from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
 from detkit.registry import MODELS
 
 # (config, position) of the plugins of one stage, as passed to a block.

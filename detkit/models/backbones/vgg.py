@@ -12,8 +12,8 @@ from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from detkit.models.layers import ConvModule
 from detkit.models.backbones.base import BaseBackbone
+from detkit.models.layers import ConvModule
 from detkit.registry import MODELS
 
 STAGE_CHANNELS = (64, 128, 256, 512, 512)

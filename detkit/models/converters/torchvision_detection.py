@@ -15,10 +15,10 @@ what torchvision >= 0.10 writes and the second the older form, and both are read
     head.regression_head.conv.{i}.0.{p} | .{2i}.{p}       bbox_head.reg_convs.{i}.conv.{p}
     head.regression_head.bbox_reg.{p}                     bbox_head.retina_reg.{p}
     rpn.head.conv.0.0.{p} | rpn.head.conv.{p}             rpn_head.rpn_conv.{p}
-    rpn.head.cls_logits.{p}, rpn.head.bbox_pred.{p}       rpn_head.rpn_cls.{p}, rpn_head.rpn_reg.{p}
-    roi_heads.box_head.fc6.{p}, fc7.{p}                   roi_head.bbox_head.shared_fcs.0.{p}, 1.{p}
-    roi_heads.box_predictor.cls_score.{p}                 roi_head.bbox_head.fc_cls.{p}  (reordered)
-    roi_heads.box_predictor.bbox_pred.{p}                 roi_head.bbox_head.fc_reg.{p}  (4 dropped)
+    rpn.head.cls_logits.{p}, rpn.head.bbox_pred.{p}       rpn_head.rpn_cls.{p}, .rpn_reg.{p}
+    roi_heads.box_head.fc6.{p}, fc7.{p}                   roi_head.bbox_head.shared_fcs.{0,1}.{p}
+    roi_heads.box_predictor.cls_score.{p}                 roi_head.bbox_head.fc_cls.{p} (reordered)
+    roi_heads.box_predictor.bbox_pred.{p}                 roi_head.bbox_head.fc_reg.{p} (4 dropped)
 
 BatchNorm's ``num_batches_tracked`` (present when torchvision built the model with
 ``nn.BatchNorm2d`` rather than ``FrozenBatchNorm2d``) is dropped: detkit's frozen BatchNorm keeps

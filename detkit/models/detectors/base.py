@@ -11,7 +11,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from detkit.registry import MODELS, build_if_config
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 MODES = ('loss', 'predict', 'tensor')
 NONFINITE_POLICIES = ('stop', 'skip')

@@ -5,10 +5,10 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
-from detkit.models.heads.roi_head import boxes_to_rois
 from detkit.models.detectors.base import BaseDetector
+from detkit.models.heads.roi_head import boxes_to_rois
 from detkit.registry import MODELS
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 TRAIN_CFG_KEYS = ('rpn', 'rpn_proposal', 'rcnn')
 TEST_CFG_KEYS = ('rpn', 'rcnn')

@@ -17,7 +17,7 @@ from detkit.models.heads.retina_head import DenseTestConfig, postprocess_detecti
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
 from detkit.models.task_utils.random_sampler import SamplingResult
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 
 @MODELS.register_module()

@@ -25,7 +25,7 @@ from torchvision.ops import batched_nms
 from detkit.models.layers import ConvModule
 from detkit.models.task_utils.distributed import mean_over_processes
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 
 @dataclass(frozen=True)

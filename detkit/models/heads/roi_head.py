@@ -19,7 +19,7 @@ from detkit.models.heads.bbox_head import Shared2FCBBoxHead, stack_label_groups
 from detkit.models.heads.retina_head import DenseTestConfig
 from detkit.models.task_utils.random_sampler import SamplingResult
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 __all__ = ['Shared2FCBBoxHead', 'StandardRoIHead', 'boxes_to_rois']
 

@@ -36,7 +36,7 @@ from torchvision.ops import batched_nms
 from detkit.models.heads.retina_head import padded_input_shape
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
-from detkit.structures import DetSample, Detections
+from detkit.structures import Detections, DetSample
 
 
 @dataclass(frozen=True)

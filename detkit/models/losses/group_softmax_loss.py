@@ -23,9 +23,9 @@ probability underflows (``P_G`` ~ 1e-400) still gives a finite loss and gradient
 group a singleton the loss is softmax cross entropy (equal to it up to rounding).
 
 :func:`group_softmax_loss_reference` is the pure-PyTorch reference (float64-capable, what the
-tests check). :class:`GroupSoftmaxLoss` runs the fused kernel ``detkit.ops.group_softmax_cross_entropy`` when
-``detkit.ops`` can be imported (the op itself falls back to PyTorch where no kernel is compiled),
-and the reference otherwise.
+tests check). :class:`GroupSoftmaxLoss` runs the fused kernel
+``detkit.ops.group_softmax_cross_entropy`` when ``detkit.ops`` can be imported (the op itself
+falls back to PyTorch where no kernel is compiled), and the reference otherwise.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Anchors of a feature pyramid: a few base boxes per level, shifted over every feature location."""
+"""Anchors of a feature pyramid: a few base boxes per level, shifted over every feature
+location."""
 from __future__ import annotations
 
 import numbers

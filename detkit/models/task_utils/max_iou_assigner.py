@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from detkit.registry import TASK_UTILS
+
 from .bbox_overlaps import bbox_overlaps
 
 

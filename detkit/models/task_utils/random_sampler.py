@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from detkit.registry import TASK_UTILS
+
 from .max_iou_assigner import AssignResult
 
 
