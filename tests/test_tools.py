@@ -177,7 +177,7 @@ def test_train_without_coco_says_where_it_goes(tmp_path):
     message = result.stderr
     assert 'train_dataloader.dataset.ann_file' in message
     assert 'data/coco/annotations/instances_train2017.json' in message
-    assert 'make_synthetic.py shapes' in message
+    assert 'python tools/train.py configs/retinanet_r50_shapes.py' in message
     assert 'Traceback' not in message
 
 

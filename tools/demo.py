@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from detkit.apis import DetResult, inference_detector, init_detector  # noqa: E402
 from detkit.datasets.transforms.loading import decode_image  # noqa: E402
+from detkit.engine.progress import ProgressBar  # noqa: E402
 from detkit.visualization import draw_detections  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -51,26 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class Progress:
-    """A one-line progress bar on stderr: ``[#####.....] 12/40 3.1 it/s``."""
-
-    def __init__(self, total: int | None, width: int = 30) -> None:
-        self.total, self.width, self.done = total, width, 0
-        self.start = time.perf_counter()
-
-    def update(self, count: int = 1) -> None:
-        self.done += count
-        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-        if self.total:
-            filled = int(self.width * self.done / self.total)
-            bar = '#' * filled + '.' * (self.width - filled)
-            line = f'[{bar}] {self.done}/{self.total} {rate:.2f} it/s'
-        else:
-            line = f'{self.done} done, {rate:.2f} it/s'
-        sys.stderr.write('\r' + line + ('\n' if self.total and self.done >= self.total else ''))
-        sys.stderr.flush()
-
-
 def summary(name: str, result: DetResult) -> str:
     """``name: 3 detections (with_mask 2, without_mask 1)``."""
     counts = Counter(result.label_names())
@@ -88,20 +69,19 @@ def list_images(folder: str) -> list[str]:
 def run_images(paths: list[str], model, args: argparse.Namespace) -> tuple[list[dict], float]:
     """Detect, draw and save every image; return the JSON records and the seconds spent."""
     records, seconds, skipped = [], 0.0, []
-    progress = Progress(len(paths)) if len(paths) > 1 else None
+    progress = ProgressBar(len(paths), 'images') if len(paths) > 1 else None
     for start in range(0, len(paths), args.batch_size):
+        batch_paths = paths[start:start + args.batch_size]
         chunk, images = [], []
-        for path in paths[start:start + args.batch_size]:
+        for path in batch_paths:
             try:  # EXIF orientation, gray, alpha and 16-bit handled as in training
                 images.append(decode_image(path))
                 chunk.append(path)
             except ValueError as error:  # not an image, truncated: name it, go on
                 print(f'skipped {path}: {error}', file=sys.stderr)
                 skipped.append(path)
-        if not chunk:
-            continue
         tic = time.perf_counter()
-        results = inference_detector(model, images, batch_size=args.batch_size)
+        results = inference_detector(model, images, batch_size=args.batch_size) if chunk else []
         seconds += time.perf_counter() - tic
         for path, image, result in zip(chunk, images, results):
             result = result.above(args.score_thr)
@@ -112,9 +92,13 @@ def run_images(paths: list[str], model, args: argparse.Namespace) -> tuple[list[
             if not cv2.imwrite(out_path, drawn):
                 raise OSError(f'tools/demo.py: could not write {out_path!r}')
             records.append(dict(result.to_dict(), output=out_path))
-            print(summary(osp.basename(path), result))
+            line = summary(osp.basename(path), result)
+            if progress is None:
+                print(line)
+            else:
+                progress.write(line)  # above the bar on a terminal
         if progress is not None:
-            progress.update(len(chunk))
+            progress.update(len(batch_paths))  # skipped files count as done
     if skipped:
         print(f'{len(skipped)} of {len(paths)} files could not be read and were skipped',
               file=sys.stderr)
@@ -146,7 +130,7 @@ def run_video(path: str, model, args: argparse.Namespace) -> tuple[list[dict], f
     if not writer.isOpened():
         raise SystemExit(f'tools/demo.py: cannot write video {out_path!r}')
     records, seconds, index = [], 0.0, 0
-    progress = Progress(total)
+    progress = ProgressBar(total, 'frames')
     frames = read_frames(capture)
     try:
         while True:
@@ -169,6 +153,7 @@ def run_video(path: str, model, args: argparse.Namespace) -> tuple[list[dict], f
     finally:
         capture.release()
         writer.release()
+        progress.close()
     if index == 0:
         raise SystemExit(f'tools/demo.py: video {path!r} has no readable frames')
     counts = Counter(d['class_name'] for r in records for d in r['detections'])

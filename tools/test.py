@@ -18,7 +18,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
-from detkit.engine import check_config, configure_launcher  # noqa: E402
+from detkit.engine import check_config, configure_launcher, prepare_generated_data  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
         for evaluator in evaluators:
             if evaluator.get('type') == 'CocoMetric':
                 evaluator.outfile_prefix = osp.join(out_dir, 'results')
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='InferenceProgressHook')]
     try:
+        prepare_generated_data(cfg, stage='test')  # a synthetic set the config can draw
         check_config(cfg, stage='test')
     except (KeyError, TypeError, FileNotFoundError) as error:
         sys.exit(f'tools/test.py {args.config}: {error.args[0]}')

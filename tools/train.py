@@ -1,6 +1,7 @@
 """Train a detector from a config: ``python tools/train.py CONFIG [options]``.
 
-The arguments are mmdetection's. Before anything is built the config is checked: every ``type``
+The arguments are mmdetection's. Before anything is built, a synthetic data set the config
+names in ``generated_data`` is drawn if it is missing, and the config is checked: every ``type``
 must be registered and the data it names must exist.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
-from detkit.engine import check_config, configure_launcher  # noqa: E402
+from detkit.engine import check_config, configure_launcher, prepare_generated_data  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         cfg = build_config(args)
+        prepare_generated_data(cfg, stage='train')  # a synthetic set the config can draw
         check_config(cfg, stage='train')
     except (KeyError, TypeError, FileNotFoundError) as error:
         sys.exit(f'tools/train.py {args.config}: {error.args[0]}')

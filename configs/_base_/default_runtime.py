@@ -3,7 +3,9 @@ default_scope = 'detkit'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50),
+    # detkit's LoggerHook: a line (iteration, loss, s/iter, ETA) every 50 iterations and at
+    # least every 5 seconds; the scalars every 50 iterations
+    logger=dict(type='LoggerHook', interval=50, interval_s=5.0),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # detkit's CheckpointHook: atomic writes, old checkpoints deleted only after a new one is saved
     checkpoint=dict(type='CheckpointHook', interval=1),

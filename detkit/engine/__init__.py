@@ -1,13 +1,17 @@
 """Training-time pieces around mmengine's Runner: crash-safe and exactly resumable checkpoints,
-safe checkpoint loading, config checks, CPU mixed precision."""
+safe checkpoint loading, config checks, generated data sets, progress, CPU mixed precision."""
 from .checkpoint_hook import AtomicLocalBackend, CheckpointHook, atomic_write
-from .config_checks import check_config, check_data_paths
+from .config_checks import check_config, check_data_paths, missing_data_paths
 from .distributed import CPUDistributedDataParallel, configure_launcher
+from .generated_data import GENERATORS, generate_data_set, prepare_generated_data
 from .optim_wrappers import CPUAmpOptimWrapper
+from .progress import InferenceProgressHook, LoggerHook, ProgressBar
 from .rng_state_hook import RNGStateHook
 from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
 
 __all__ = ['AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
-           'CPUDistributedDataParallel', 'RNGStateHook', 'atomic_write', 'check_config',
+           'CPUDistributedDataParallel', 'GENERATORS', 'InferenceProgressHook', 'LoggerHook',
+           'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config',
            'check_data_paths', 'configure_launcher', 'enable_safe_resume',
+           'generate_data_set', 'missing_data_paths', 'prepare_generated_data',
            'safe_checkpoint_globals']

@@ -15,8 +15,8 @@ from typing import Any, Iterable
 from detkit.registry import ALL_REGISTRIES, SCOPE, check_config_types
 
 QUICK_START_HINT = (
-    'To try detkit without COCO, generate the synthetic shapes set and train on it:\n'
-    '    python tools/misc/make_synthetic.py shapes --out data/shapes\n'
+    'To try detkit without COCO, train on the synthetic shapes set, which this command '
+    'generates:\n'
     '    python tools/train.py configs/retinanet_r50_shapes.py')
 
 
@@ -47,17 +47,16 @@ def _evaluator_paths(evaluator: Any, key: str) -> Iterable[tuple[str, str]]:
             yield f'{sub}.ann_file', metric['ann_file']
 
 
-def check_data_paths(cfg: Any, stage: str) -> None:
-    """Check that the annotation files and image folders a run will read exist.
+def missing_data_paths(cfg: Any, stage: str) -> list[tuple[str, str]]:
+    """The annotation files and image folders a run will read that do not exist.
 
     Args:
         cfg: the whole config (``mmengine.Config`` or dict).
         stage: ``'train'`` (training data, and validation data when ``val_cfg`` is set) or
             ``'test'`` (test data).
 
-    Raises:
-        FileNotFoundError: listing every missing path with its config key, where the data is
-            expected (data/README.md) and, for COCO, how to run the offline quick start instead.
+    Returns:
+        ``(config key, path)`` of each missing path, in config order.
     """
     if stage not in ('train', 'test'):
         raise ValueError(f"check_data_paths: stage={stage!r}; expected 'train' or 'test'")
@@ -74,6 +73,21 @@ def check_data_paths(cfg: Any, stage: str) -> None:
         paths = (_evaluator_paths(section, key) if key.endswith('evaluator') else
                  _dataset_paths(section.get('dataset', {}), f'{key}.dataset'))
         missing += [(k, p) for k, p in paths if not osp.exists(p)]
+    return missing
+
+
+def check_data_paths(cfg: Any, stage: str) -> None:
+    """Check that the annotation files and image folders a run will read exist.
+
+    Args:
+        cfg: the whole config (``mmengine.Config`` or dict).
+        stage: ``'train'`` or ``'test'``, see :func:`missing_data_paths`.
+
+    Raises:
+        FileNotFoundError: listing every missing path with its config key, where the data is
+            expected (data/README.md) and, for COCO, how to run the offline quick start instead.
+    """
+    missing = missing_data_paths(cfg, stage)
     if not missing:
         return
     lines = '\n'.join(f'    {key} = {path!r}' for key, path in missing)

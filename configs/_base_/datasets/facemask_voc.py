@@ -3,7 +3,8 @@
 # Three classes, labels 0-2: with_mask, without_mask, mask_weared_incorrect. Images are resized
 # so that the longer side is 320 px. Boxes and the metric: see detkit/datasets/voc.py.
 #
-# Synthetic set (240 train + 60 val images, about 7 s):
+# Synthetic set (240 train + 60 val images, about 7 s): tools/train.py and tools/test.py draw it
+# into data_root when it is missing (generated_data below), as does
 #   python tools/misc/make_synthetic.py facemask --out data/facemask
 # The real set (https://www.kaggle.com/datasets/andrewmvd/face-mask-detection, 853 images)
 # unpacks into the same annotations/ + images/ layout; point data_root at it, e.g.
@@ -20,6 +21,7 @@
 dataset_type = 'FaceMaskDataset'
 data_root = 'data/facemask/'
 classes = ('with_mask', 'without_mask', 'mask_weared_incorrect')
+generated_data = dict(kind='facemask', root=data_root, num_train=240, num_val=60, seed=0)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

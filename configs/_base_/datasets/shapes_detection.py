@@ -1,8 +1,10 @@
-# The synthetic shapes set (python tools/misc/make_synthetic.py shapes --out data/shapes):
-# COCO layout, five classes, images 256-512 px, resized here so the longer side is 256.
+# The synthetic shapes set: COCO layout, five classes, images 256-512 px, resized here so the
+# longer side is 256. tools/train.py and tools/test.py draw it into data_root when it is missing
+# (generated_data; the same as python tools/misc/make_synthetic.py shapes --out data/shapes).
 dataset_type = 'CocoDataset'
 data_root = 'data/shapes/'
 classes = ('circle', 'square', 'triangle', 'star', 'cross')
+generated_data = dict(kind='shapes', root=data_root, num_train=300, num_val=60, seed=0)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,7 +1,8 @@
-# The partial-label shapes set, plain scenes (python tools/misc/make_synthetic.py partial
-# --out data/shapes_partial_plain --scene plain): subset A annotates only circle/square/triangle,
+# The partial-label shapes set, plain scenes: subset A annotates only circle/square/triangle,
 # subset B only star/cross, both drawn from the same images with all five classes; val is fully
-# labelled.
+# labelled. tools/train.py and tools/test.py draw it into data_root when it is missing
+# (generated_data; the same as python tools/misc/make_synthetic.py partial
+# --out data/shapes_partial_plain --scene plain).
 # Training joins A and B in a JointDataset: the union labels are classes_a + classes_b, in that
 # order (0..2 = A's, 3..4 = B's, background = 5), and every image carries its subset's
 # label_groups ([1, 2, 3, 0, 0, 0] for A, [0, 0, 0, 1, 2, 0] for B) for a GroupSoftmax loss;
@@ -11,6 +12,8 @@ data_root = 'data/shapes_partial_plain/'
 classes_a = ('circle', 'square', 'triangle')
 classes_b = ('star', 'cross')
 classes = classes_a + classes_b  # the union label order; the model has num_classes=5
+generated_data = dict(kind='partial', root=data_root, scene='plain', num_train=600, num_val=100,
+                      seed=0)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
