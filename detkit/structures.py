@@ -7,6 +7,7 @@ gives their names and the dataset maps them back to its own category ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -88,7 +89,9 @@ class DetSample:
 
     def to(self, device: torch.device | str) -> 'DetSample':
         """A copy with every tensor (ground truth and detections) on ``device``."""
-        moved = {}
+        # Field name -> moved value: the fields differ in type, which ``replace(**moved)``
+        # cannot check per key, so the values are ``Any`` here.
+        moved: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, (Tensor, Detections)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Protocol, Sequence, cast
 
 import numpy as np
 import torch
@@ -23,12 +23,30 @@ from mmengine.config import Config
 from torch import Tensor
 
 from detkit.registry import MODELS, TRANSFORMS, check_config_types
-from detkit.structures import DetSample
+from detkit.structures import Detections, DetSample
 
 # Transforms that read ground truth: a test pipeline has them for evaluation, inference has no
 # annotations to read.
 _ANNOTATION_TRANSFORMS = ('LoadAnnotations',)
 _LOADER = 'LoadImageFromFile'
+
+# One pipeline step: the results dict (``img``, ``img_path``, shapes, ...) in, updated out.
+_Transform = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class _Detector(Protocol):
+    """What inference reads from a model that ``init_detector`` built.
+
+    ``nn.Module.__getattr__`` types every attribute it does not know as ``Tensor | Module``;
+    this names the real types of the attributes ``init_detector`` and the detector add.
+    """
+
+    cfg: Config
+    dataset_meta: dict[str, Any]
+    _detkit_test_pipeline: tuple[_Transform, list[_Transform]]
+
+    def test_step(self, data: dict[str, Any]) -> list[DetSample]:
+        ...
 
 
 @dataclass
@@ -65,7 +83,7 @@ class DetResult:
         return DetResult(self.bboxes[keep], self.scores[keep], self.labels[keep],
                          self.class_names, self.img_path, self.img_shape)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: ``detections`` = ``[{bbox: [x1, y1, x2, y2], score, label,
         class_name}]`` with the image's path and size."""
         names = self.label_names()
@@ -78,9 +96,10 @@ class DetResult:
                     width=int(self.img_shape[1]), detections=detections)
 
 
-def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None,
+def init_detector(config: str | os.PathLike[str] | Config,
+                  checkpoint: str | os.PathLike[str] | None = None,
                   device: str | torch.device = 'cpu',
-                  cfg_options: dict | None = None) -> torch.nn.Module:
+                  cfg_options: dict[str, Any] | None = None) -> torch.nn.Module:
     """Build the detector of a config, load a checkpoint into it and put it in eval mode.
 
     The class names come from the checkpoint's ``meta['dataset_meta']['classes']`` (what
@@ -116,8 +135,8 @@ def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathL
         backbone = model_cfg.get('backbone')
         if isinstance(backbone, dict) and backbone.get('init_cfg') is not None:
             model_cfg.backbone = dict(backbone, init_cfg=None)
-    model = MODELS.build(model_cfg)
-    meta: dict = {}
+    model: torch.nn.Module = MODELS.build(model_cfg)
+    meta: dict[str, Any] = {}
     if checkpoint is None:
         import warnings
         warnings.warn(f'init_detector: no checkpoint given for {_config_name(config)}; the '
@@ -125,13 +144,14 @@ def init_detector(config: str | os.PathLike | Config, checkpoint: str | os.PathL
     else:
         meta = _load_weights(model, checkpoint, _config_name(config))
     classes = _class_names(meta, cfg)
-    model.dataset_meta = dict(classes=classes)
-    model.cfg = cfg
+    detector = cast(_Detector, model)
+    detector.dataset_meta = dict(classes=classes)
+    detector.cfg = cfg
     return model.to(device).eval()
 
 
 def inference_detector(model: torch.nn.Module,
-                       images: str | os.PathLike | np.ndarray | Sequence[Any],
+                       images: str | os.PathLike[str] | np.ndarray | Sequence[Any],
                        batch_size: int = 4) -> DetResult | list[DetResult]:
     """Detect objects in one image or a list of images.
 
@@ -152,7 +172,7 @@ def inference_detector(model: torch.nn.Module,
         raise TypeError('inference_detector: the model has no config; build it with '
                         'detkit.apis.init_detector(config, checkpoint)')
     single = not isinstance(images, (list, tuple))
-    inputs = [images] if single else list(images)
+    inputs: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
     if batch_size < 1:
         raise ValueError(f'inference_detector: batch_size must be >= 1, got {batch_size}')
     loader, transforms = _test_pipeline(model)
@@ -165,16 +185,19 @@ def inference_detector(model: torch.nn.Module,
         data = dict(inputs=[p['inputs'] for p in packed],
                     data_samples=[p['data_samples'] for p in packed])
         with torch.no_grad():
-            samples: list[DetSample] = model.test_step(data)
+            samples = cast(_Detector, model).test_step(data)
         for sample in samples:
-            pred = sample.pred.to('cpu')
+            # ``predict`` sets every sample's ``pred`` (a model that does not fails here with
+            # an AttributeError on None).
+            pred = cast(Detections, sample.pred).to('cpu')
+            height, width = sample.ori_shape
             results.append(DetResult(pred.bboxes.float(), pred.scores.float(),
                                      pred.labels.long(), classes, sample.img_path,
-                                     tuple(int(v) for v in sample.ori_shape)))
+                                     (int(height), int(width))))
     return results[0] if single else results
 
 
-def _load_config(config: str | os.PathLike | Config) -> Config:
+def _load_config(config: str | os.PathLike[str] | Config) -> Config:
     if isinstance(config, Config):
         return config.copy()
     if not isinstance(config, (str, os.PathLike)):
@@ -192,8 +215,8 @@ def _config_name(config: Any) -> str:
     return repr(os.fspath(config))
 
 
-def _load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike,
-                  config_name: str) -> dict:
+def _load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike[str],
+                  config_name: str) -> dict[str, Any]:
     """Load ``checkpoint`` strictly into ``model`` (safe unpickling); return its ``meta``."""
     path = os.fspath(checkpoint)
     if not osp.isfile(path):
@@ -231,7 +254,7 @@ def _load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike,
     return meta if isinstance(meta, dict) else {}
 
 
-def _class_names(meta: dict, cfg: Config) -> tuple[str, ...]:
+def _class_names(meta: dict[str, Any], cfg: Config) -> tuple[str, ...]:
     dataset_meta = meta.get('dataset_meta') or {}
     if dataset_meta.get('classes'):
         return tuple(str(c) for c in dataset_meta['classes'])
@@ -242,12 +265,14 @@ def _class_names(meta: dict, cfg: Config) -> tuple[str, ...]:
     return ()
 
 
-def _test_pipeline(model: torch.nn.Module) -> tuple[Any, list]:
+def _test_pipeline(model: torch.nn.Module) -> tuple[_Transform, list[_Transform]]:
     """The model's test pipeline as (image loader, the transforms after it)."""
-    cached = getattr(model, '_detkit_test_pipeline', None)
+    cached: tuple[_Transform, list[_Transform]] | None = getattr(
+        model, '_detkit_test_pipeline', None)
     if cached is not None:
         return cached
-    cfg = model.cfg
+    detector = cast(_Detector, model)
+    cfg = detector.cfg
     try:
         steps = list(cfg.test_dataloader.dataset.pipeline)
     except (AttributeError, KeyError):
@@ -257,13 +282,14 @@ def _test_pipeline(model: torch.nn.Module) -> tuple[Any, list]:
     if not steps or steps[0].get('type') != _LOADER:
         raise ValueError('inference_detector: test_dataloader.dataset.pipeline must start with '
                          f"dict(type='{_LOADER}'), got {[s.get('type') for s in steps]}")
-    built = [TRANSFORMS.build(dict(step)) for step in steps]
+    built: list[_Transform] = [TRANSFORMS.build(dict(step)) for step in steps]
     pipeline = (built[0], built[1:])
-    model._detkit_test_pipeline = pipeline
+    detector._detkit_test_pipeline = pipeline
     return pipeline
 
 
-def _run_pipeline(image: Any, index: int, loader: Any, transforms: list) -> dict:
+def _run_pipeline(image: Any, index: int, loader: _Transform,
+                  transforms: list[_Transform]) -> dict[str, Any]:
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         if not osp.isfile(path):

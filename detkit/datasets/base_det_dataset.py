@@ -3,7 +3,7 @@ and per-image labels, on top of mmengine's ``BaseDataset``."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from mmengine.dataset import BaseDataset
 from mmengine.dataset.base_dataset import force_full_init
@@ -13,9 +13,18 @@ from .bad_samples import BadSampleHandler
 
 FILTER_KEYS = ('filter_empty_gt', 'min_size')
 
+# One image of a data list: ``img_path``, ``img_id``, ``height``, ``width`` and ``instances``
+# (dicts with ``bbox`` xyxy in pixels, ``bbox_label`` and ``ignore_flag``), plus what a data
+# set or mmengine adds (VOC's ``stem``, ``sample_idx``): an open dict, not a TypedDict.
+DataInfo = dict[str, Any]
 
-def filter_images(data_list: list[dict], filter_cfg: dict | None, test_mode: bool,
-                  source: str) -> list[dict]:
+# A data set's pipeline step: a transform config (built from detkit's TRANSFORMS) or a callable
+# that takes the results dict and returns it updated (``None``: mmengine draws another sample).
+PipelineStep = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def filter_images(data_list: list[DataInfo], filter_cfg: dict[str, Any] | None,
+                  test_mode: bool, source: str) -> list[DataInfo]:
     """Apply a data set's ``filter_cfg`` in training; in ``test_mode`` every image is kept.
 
     Args:
@@ -33,7 +42,8 @@ def filter_images(data_list: list[dict], filter_cfg: dict | None, test_mode: boo
         return data_list
     filter_empty_gt = bool(filter_cfg.get('filter_empty_gt', False))
     min_size = filter_cfg.get('min_size', 0) or 0
-    kept, num_empty, num_small = [], 0, 0
+    kept: list[DataInfo] = []
+    num_empty, num_small = 0, 0
     for info in data_list:
         if filter_empty_gt and not any(i['ignore_flag'] == 0 for i in info['instances']):
             num_empty += 1
@@ -48,11 +58,14 @@ def filter_images(data_list: list[dict], filter_cfg: dict | None, test_mode: boo
     return kept
 
 
-def trained_labels(info: dict) -> list[int]:
+def trained_labels(info: DataInfo) -> list[int]:
     """The labels of an image's non-ignored objects, repeats kept (for class-balanced sampling).
 
     Args:
         info: one data-list entry with ``instances``.
+
+    Returns:
+        The ``bbox_label`` of every instance whose ``ignore_flag`` is 0, in order.
     """
     return [i['bbox_label'] for i in info['instances'] if i['ignore_flag'] == 0]
 
@@ -88,7 +101,7 @@ class BaseDetDataset(BaseDataset):
         (mmengine then draws another)."""
         return self.bad_samples.prepare(self, idx, super().prepare_data)
 
-    def filter_data(self) -> list[dict]:
+    def filter_data(self) -> list[DataInfo]:
         """Apply ``filter_cfg`` in training (see :func:`filter_images`)."""
         return filter_images(self.data_list, self.filter_cfg, self.test_mode,
                              f'{type(self).__name__} ({self.ann_file or self.data_root})')

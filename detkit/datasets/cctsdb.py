@@ -78,13 +78,13 @@ import struct
 import warnings
 import xml.parsers.expat
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mmengine.logging import print_log
 
 from detkit.registry import DATASETS, TRANSFORMS
 
-from .base_det_dataset import FILTER_KEYS, BaseDetDataset
+from .base_det_dataset import FILTER_KEYS, BaseDetDataset, DataInfo, PipelineStep
 from .transforms.loading import ImageDecodeError, decode_image
 
 CCTSDB_CLASSES = ('warning', 'prohibitory', 'mandatory')
@@ -221,7 +221,7 @@ def load_cctsdb(ann_file: str, img_dir: str, on_error: str = 'raise',
                 skip_missing_images: bool = False,
                 class_aliases: dict[str, str] | None = None,
                 on_unreadable_image: Callable[[str, Exception, str], None] | None = None
-                ) -> list[dict]:
+                ) -> list[DataInfo]:
     """Read CCTSDB annotations (2017 text file or 2021 VOC XML folder) into a data list.
 
     See the module docstring for the formats, the error policy and the dict layout.
@@ -273,7 +273,7 @@ def load_cctsdb(ann_file: str, img_dir: str, on_error: str = 'raise',
     return data_list
 
 
-def _report(ann_file: str, img_dir: str, data_list: list[dict], problems: _Problems) -> None:
+def _report(ann_file: str, img_dir: str, data_list: list[DataInfo], problems: _Problems) -> None:
     """One warning for skipped entries, log lines for clipped boxes and skipped images."""
     if problems.count:
         warnings.warn(f'CCTSDBDataset: skipped {problems.count} malformed annotation entries of '
@@ -318,7 +318,7 @@ class _ImageReader:
         self.problems = problems
         self.first_reference: dict[str, str] = {}  # image path -> where it was first annotated
 
-    def entry(self, names: Sequence[str], where: str) -> dict | None:
+    def entry(self, names: Sequence[str], where: str) -> DataInfo | None:
         """A data-list dict (no instances yet) for the first existing image of ``names``.
 
         Args:
@@ -359,9 +359,9 @@ class _ImageReader:
 
 
 def _read_ground_truth_txt(ann_file: str, reader: _ImageReader, on_error: str,
-                           aliases: dict[str, str], problems: _Problems) -> list[dict]:
+                           aliases: dict[str, str], problems: _Problems) -> list[DataInfo]:
     """The 2017 format: ``name;x1;y1;x2;y2;class`` per line."""
-    by_name: dict[str, dict | None] = {}
+    by_name: dict[str, DataInfo | None] = {}
     with open(ann_file, encoding='utf-8-sig') as f:
         lines = f.read().splitlines()
     if not any(line.strip() for line in lines):
@@ -402,7 +402,7 @@ def _read_ground_truth_txt(ann_file: str, reader: _ImageReader, on_error: str,
 
 
 def _read_voc_folder(ann_dir: str, reader: _ImageReader, on_error: str,
-                     aliases: dict[str, str], problems: _Problems) -> list[dict]:
+                     aliases: dict[str, str], problems: _Problems) -> list[DataInfo]:
     """The 2021 format: one Pascal VOC XML file per image."""
     xml_files = sorted(n for n in os.listdir(ann_dir) if n.lower().endswith('.xml'))
     if not xml_files:
@@ -438,8 +438,8 @@ def _read_voc_folder(ann_dir: str, reader: _ImageReader, on_error: str,
     return data_list
 
 
-def _voc_instance(obj: '_Node', where: str, aliases: dict[str, str], entry: dict,
-                  problems: _Problems) -> dict:
+def _voc_instance(obj: '_Node', where: str, aliases: dict[str, str], entry: DataInfo,
+                  problems: _Problems) -> dict[str, Any]:
     """One ``<object>`` -> an instance dict."""
     name = _child_text(obj, 'name')
     if name is None:
@@ -488,8 +488,8 @@ def _class_label(name: str, where: str, aliases: dict[str, str]) -> int:
     return CCTSDB_CLASSES.index(key)
 
 
-def _instance(coords: list[float], label: int, ignore_flag: int, entry: dict, where: str,
-              problems: _Problems) -> dict:
+def _instance(coords: list[float], label: int, ignore_flag: int, entry: DataInfo, where: str,
+              problems: _Problems) -> dict[str, Any]:
     """The instance dict of a box, clipped to its image (``_EntryError`` if wholly outside)."""
     width, height = float(entry['width']), float(entry['height'])
     x1, y1, x2, y2 = coords
@@ -511,7 +511,7 @@ def _entry_problem(err: _EntryError, on_error: str, problems: _Problems) -> None
     problems.first = problems.first or str(err)
 
 
-def _drop_repeated_boxes(data_list: list[dict], problems: _Problems) -> None:
+def _drop_repeated_boxes(data_list: list[DataInfo], problems: _Problems) -> None:
     """Keep the first of instances with the same box, label and ignore flag in one image."""
     for entry in data_list:
         seen, kept = set(), []
@@ -528,7 +528,7 @@ def _drop_repeated_boxes(data_list: list[dict], problems: _Problems) -> None:
         entry['instances'] = kept
 
 
-def _assign_image_ids(data_list: list[dict]) -> None:
+def _assign_image_ids(data_list: list[DataInfo]) -> None:
     """The numeric file stem when all stems are distinct numbers, else position + 1."""
     stems = [os.path.splitext(os.path.basename(e['img_path']))[0] for e in data_list]
     numeric = all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems)
@@ -542,7 +542,8 @@ class _Node:
     __slots__ = ('tag', 'line', 'text', 'children')
 
     def __init__(self, tag: str, line: int) -> None:
-        self.tag, self.line, self.text, self.children = tag, line, '', []
+        self.tag, self.line, self.text = tag, line, ''
+        self.children: list[_Node] = []
 
     def child(self, tag: str) -> '_Node | None':
         return next((c for c in self.children if c.tag == tag), None)
@@ -559,7 +560,7 @@ def _parse_xml(path: str) -> _Node:
     stack: list[_Node] = []
     roots: list[_Node] = []
 
-    def start(tag: str, attrs: dict) -> None:
+    def start(tag: str, attrs: dict[str, str]) -> None:
         node = _Node(tag, parser.CurrentLineNumber)
         (stack[-1].children if stack else roots).append(node)
         stack.append(node)
@@ -636,14 +637,14 @@ class CCTSDBDataset(BaseDetDataset):
     def __init__(self,
                  ann_file: str,
                  data_root: str = '',
-                 data_prefix: dict | None = None,
+                 data_prefix: dict[str, str] | None = None,
                  on_error: str = 'raise',
                  skip_missing_images: bool = False,
                  class_aliases: dict[str, str] | None = None,
-                 filter_cfg: dict | None = None,
-                 pipeline: Sequence[dict | Callable] = (),
+                 filter_cfg: dict[str, Any] | None = None,
+                 pipeline: Sequence[PipelineStep] = (),
                  test_mode: bool = False,
-                 metainfo: dict | None = None,
+                 metainfo: dict[str, Any] | None = None,
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  indices: int | Sequence[int] | None = None,
@@ -673,7 +674,7 @@ class CCTSDBDataset(BaseDetDataset):
                          indices=indices, serialize_data=serialize_data, pipeline=built,
                          test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
 
-    def load_data_list(self) -> list[dict]:
+    def load_data_list(self) -> list[DataInfo]:
         """Read ``ann_file`` (see :func:`load_cctsdb`).
 
         Returns:

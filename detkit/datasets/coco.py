@@ -60,7 +60,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from mmengine.dataset.base_dataset import force_full_init
 from mmengine.logging import print_log
@@ -68,7 +68,7 @@ from pycocotools.coco import COCO
 
 from detkit.registry import DATASETS, TRANSFORMS
 
-from .base_det_dataset import FILTER_KEYS, BaseDetDataset
+from .base_det_dataset import FILTER_KEYS, BaseDetDataset, DataInfo, PipelineStep
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -136,11 +136,11 @@ class CocoDataset(BaseDetDataset):
     def __init__(self,
                  ann_file: str,
                  data_root: str = '',
-                 data_prefix: dict | None = None,
-                 filter_cfg: dict | None = None,
-                 pipeline: Sequence[dict | Callable] = (),
+                 data_prefix: dict[str, str] | None = None,
+                 filter_cfg: dict[str, Any] | None = None,
+                 pipeline: Sequence[PipelineStep] = (),
                  test_mode: bool = False,
-                 metainfo: dict | None = None,
+                 metainfo: dict[str, Any] | None = None,
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  indices: int | Sequence[int] | None = None,
@@ -176,7 +176,7 @@ class CocoDataset(BaseDetDataset):
         """The file's category id -> contiguous label, for the categories used."""
         return dict(self._cat2label)
 
-    def load_data_list(self) -> list[dict]:
+    def load_data_list(self) -> list[DataInfo]:
         """Read ``ann_file`` into one dict per image (see the module docstring).
 
         Returns:
@@ -231,8 +231,9 @@ class CocoDataset(BaseDetDataset):
                       level=logging.INFO)
         return data_list
 
-    def _parse_annotation(self, ann: dict, img: dict,
-                          categories: dict) -> tuple[dict | None, str | None]:
+    def _parse_annotation(
+            self, ann: dict[str, Any], img: dict[str, Any],
+            categories: dict[int, dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
         """One COCO annotation -> ``(instance, None)``, ``(None, reason)`` or ``(None, None)``.
 
         ``(None, None)`` is a category of the file that ``metainfo['classes']`` leaves out on
@@ -262,7 +263,7 @@ class CocoDataset(BaseDetDataset):
         return dict(bbox=[x1, y1, x2, y2], bbox_label=self._cat2label[category_id],
                     ignore_flag=int(bool(ann.get('iscrowd', 0))), clipped=clipped), None
 
-    def _warn_dropped(self, drops: Counter, examples: dict[str, str], num_anns: int) -> None:
+    def _warn_dropped(self, drops: Counter[str], examples: dict[str, str], num_anns: int) -> None:
         """One warning for all annotations dropped while loading, with one example per reason."""
         total = sum(drops.values())
         if not total:
@@ -273,7 +274,7 @@ class CocoDataset(BaseDetDataset):
                       f'{self.ann_file}: ' + '; '.join(parts), stacklevel=2)
 
 
-def _read_coco_json(ann_file: str, data_root: str) -> dict:
+def _read_coco_json(ann_file: str, data_root: str) -> dict[str, Any]:
     """Read and check the top level of a COCO JSON file.
 
     Args:
@@ -319,7 +320,7 @@ def _is_id(value: Any) -> bool:
     return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
-def _check_images(ann_file: str, images: list) -> None:
+def _check_images(ann_file: str, images: list[Any]) -> None:
     """Raise ``ValueError`` for a malformed or repeated entry of ``images`` (see the table)."""
     index_of_id: dict[Any, int] = {}
     index_of_name: dict[str, int] = {}
@@ -355,7 +356,7 @@ def _check_images(ann_file: str, images: list) -> None:
         index_of_name[img['file_name']] = index
 
 
-def _check_entries(ann_file: str, key: str, noun: str, entries: list,
+def _check_entries(ann_file: str, key: str, noun: str, entries: list[Any],
                    required: tuple[str, ...]) -> None:
     """Raise ``ValueError`` for a malformed or repeated entry of ``annotations``/``categories``.
 
@@ -383,7 +384,8 @@ def _check_entries(ann_file: str, key: str, noun: str, entries: list,
         index_of_id[entry['id']] = index
 
 
-def _match_classes(ann_file: str, classes: Any, categories: dict[int, dict]) -> list[int]:
+def _match_classes(ann_file: str, classes: Any,
+                   categories: dict[int, dict[str, Any]]) -> list[int]:
     """The category id of each class name, matched by name against the file's categories.
 
     Args:

@@ -31,6 +31,8 @@ from torch.utils.data import Dataset
 
 from detkit.registry import DATASETS, TRANSFORMS
 
+from .base_det_dataset import DataInfo, PipelineStep
+
 
 def union_classes(dataset_classes: Sequence[Sequence[str]]) -> tuple[str, ...]:
     """The union label space: the class lists concatenated in order.
@@ -94,7 +96,7 @@ def label_groups_for(dataset_classes: Sequence[Sequence[str]]) -> Tensor:
 
 
 @DATASETS.register_module()
-class JointDataset(Dataset):
+class JointDataset(Dataset[Any]):
     """Several detection data sets as one, in the union label space (see the module docstring).
 
     Index ``i`` runs through ``datasets[0]``, then ``datasets[1]``, ... Each image's data info
@@ -139,8 +141,8 @@ class JointDataset(Dataset):
     """
 
     def __init__(self,
-                 datasets: Sequence[dict | Any],
-                 pipeline: Sequence[dict | Callable] = (),
+                 datasets: Sequence[dict[str, Any] | Any],
+                 pipeline: Sequence[PipelineStep] = (),
                  test_mode: bool = False,
                  lazy_init: bool = False,
                  max_refetch: int = 1000) -> None:
@@ -154,7 +156,8 @@ class JointDataset(Dataset):
         self.label_offsets = tuple(int(o) for o in offsets[:-1])
         self.label_groups = label_groups_for(self.dataset_classes)
         self._label_groups_np = self.label_groups.numpy()
-        self.pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        self.pipeline: list[Callable[[DataInfo], DataInfo | None]] = [
+            TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
         self.test_mode = test_mode
         self.max_refetch = max_refetch
         self._cumulative_sizes: list[int] = []
@@ -163,7 +166,7 @@ class JointDataset(Dataset):
             self.full_init()
 
     @staticmethod
-    def _build(d: int, spec: dict | Any) -> Any:
+    def _build(d: int, spec: dict[str, Any] | Any) -> Any:
         """Build ``datasets[d]`` (without a pipeline) or check a built one."""
         if isinstance(spec, dict):
             if spec.get('pipeline'):
@@ -184,7 +187,7 @@ class JointDataset(Dataset):
         return dataset
 
     @property
-    def metainfo(self) -> dict:
+    def metainfo(self) -> dict[str, Any]:
         """``dict(classes=union, dataset_classes=per sub-data set, label_offsets=...)``."""
         return dict(classes=self.classes, dataset_classes=self.dataset_classes,
                     label_offsets=self.label_offsets)
@@ -223,7 +226,7 @@ class JointDataset(Dataset):
         d = int(np.searchsorted(self._cumulative_sizes, idx, side='right'))
         return d, idx - (self._cumulative_sizes[d - 1] if d else 0)
 
-    def get_data_info(self, idx: int) -> dict:
+    def get_data_info(self, idx: int) -> DataInfo:
         """The data info of image ``idx`` in the union label space.
 
         Args:
@@ -234,7 +237,7 @@ class JointDataset(Dataset):
             and ``dataset_index`` (int) and ``label_groups`` (``(K+1,)`` int64 array) added.
         """
         d, j = self.locate(idx)
-        info = copy.deepcopy(self.datasets[d].get_data_info(j))
+        info: DataInfo = copy.deepcopy(self.datasets[d].get_data_info(j))
         offset = self.label_offsets[d]
         for instance in info.get('instances', []):
             instance['bbox_label'] = int(instance['bbox_label']) + offset
@@ -258,9 +261,10 @@ class JointDataset(Dataset):
         """Run the pipeline on image ``idx``'s data info (``None`` if a transform drops it)."""
         results = self.get_data_info(idx)
         for transform in self.pipeline:
-            results = transform(results)
-            if results is None:
+            transformed = transform(results)
+            if transformed is None:
                 return None
+            results = transformed
         return results
 
     def __getitem__(self, idx: int) -> Any:

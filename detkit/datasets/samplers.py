@@ -1,11 +1,27 @@
 """Batch samplers registered in DATA_SAMPLERS."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import BatchSampler
 
 from detkit.registry import DATA_SAMPLERS
+
+
+class SamplerWithDataset(Protocol):
+    """An index sampler that knows its data set (e.g. mmengine's ``DefaultSampler``).
+
+    Attributes:
+        dataset: has ``get_data_info(idx)``, a dict with ``width`` and ``height``.
+    """
+
+    dataset: Any
+
+    def __iter__(self) -> Iterator[int]:
+        ...
+
+    def __len__(self) -> int:
+        ...
 
 
 @DATA_SAMPLERS.register_module()
@@ -27,7 +43,11 @@ class AspectRatioBatchSampler(BatchSampler):
         drop_last: drop the final batch when it is shorter than ``batch_size``.
     """
 
-    def __init__(self, sampler: Sampler, batch_size: int, drop_last: bool = False) -> None:
+    # BatchSampler types it as any iterable of indices; this one reads ``sampler.dataset``.
+    sampler: SamplerWithDataset
+
+    def __init__(self, sampler: SamplerWithDataset, batch_size: int,
+                 drop_last: bool = False) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f'AspectRatioBatchSampler: batch_size must be a positive int, got '
                              f'{batch_size!r}')

@@ -37,13 +37,16 @@ import json
 import math
 import os
 from collections import Counter
+from typing import Any
 
 import cv2
 import numpy as np
 
 from .voc import FACEMASK_CLASSES, FaceMaskDataset
 
-SHAPES_CATEGORIES = (
+JsonDict = dict[str, Any]  # one entry of a COCO file
+
+SHAPES_CATEGORIES: tuple[JsonDict, ...] = (
     dict(id=1, name='circle', supercategory='shape'),
     dict(id=2, name='square', supercategory='shape'),
     dict(id=4, name='triangle', supercategory='shape'),
@@ -180,14 +183,15 @@ def _check_arguments(caller: str, num_train: int, num_val: int, min_size: int,
 
 
 def _draw_split(out_dir: str, split: str, num_images: int, min_size: int, max_size: int,
-                seed: int, scene: str = 'cluttered') -> tuple[list[dict], list[dict]]:
+                seed: int, scene: str = 'cluttered') -> tuple[list[JsonDict], list[JsonDict]]:
     """Draw and write ``out_dir/split/NNNNNN.jpg``; return the COCO images and annotations.
 
     Image ``index`` is drawn from ``default_rng((seed, _SPLITS[split], index))`` and gets the
     id ``index + 1``; annotation ids count from 1 in the order drawn.
     """
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
-    images, annotations = [], []
+    images: list[JsonDict] = []
+    annotations: list[JsonDict] = []
     for index in range(num_images):
         rng = np.random.default_rng((seed, _SPLITS[split], index))
         img, objects = draw_shapes_image(rng, min_size, max_size, scene)
@@ -206,8 +210,9 @@ def _draw_split(out_dir: str, split: str, num_images: int, min_size: int, max_si
     return images, annotations
 
 
-def _write_coco(ann_file: str, description: str, images: list[dict], annotations: list[dict],
-                categories: tuple[dict, ...] | list[dict]) -> None:
+def _write_coco(ann_file: str, description: str, images: list[JsonDict],
+                annotations: list[JsonDict],
+                categories: tuple[JsonDict, ...] | list[JsonDict]) -> None:
     """Write one COCO detection file (compact JSON)."""
     coco = dict(info=dict(description=description), licenses=[], images=images,
                 annotations=annotations, categories=[dict(c) for c in categories])
@@ -302,7 +307,8 @@ class _Scene:
 
     def __init__(self, img: np.ndarray) -> None:
         self.img = img
-        self.owner = np.full(img.shape[:2], -1, dtype=np.int16)  # index of the top object
+        height, width = img.shape[:2]
+        self.owner = np.full((height, width), -1, dtype=np.int16)  # index of the top object
         self.windows: list[tuple[int, int, int, int]] = []  # x0, y0, x1, y1 in the image
         self.boxes: list[np.ndarray] = []    # xyxy of the visible pixels when placed
         self.total: list[int] = []           # pixels of the whole object (on and off image)
@@ -378,7 +384,8 @@ def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = iw * ih
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (area + areas - inter)
+    iou: np.ndarray = inter / (area + areas - inter)
+    return iou
 
 
 def _shape_outline(category_index: int, radius: float, angle: float,
@@ -400,7 +407,8 @@ def _shape_outline(category_index: int, radius: float, angle: float,
         corners = np.array([[a, r], [a, a], [r, a], [r, -a], [a, -a], [a, -r],
                             [-a, -r], [-a, -a], [-r, -a], [-r, a], [-a, a], [-a, r]])
         c, s = math.cos(angle), math.sin(angle)
-        return corners @ np.array([[c, s], [-s, c]])
+        rotated: np.ndarray = corners @ np.array([[c, s], [-s, c]])
+        return rotated
     return np.stack([radii * np.cos(t), radii * np.sin(t)], axis=1)
 
 
@@ -440,7 +448,8 @@ def _crowd_mask(rng: np.random.Generator, category_index: int) -> np.ndarray:
 def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
     """A BGR colour ``(3,)`` that differs clearly (L1 >= 150) from the mean of ``under``."""
     mean = under.reshape(-1, 3).mean(axis=0)
-    best, best_distance = None, -1.0
+    best: np.ndarray | None = None
+    best_distance = -1.0
     for _ in range(8):
         colour = rng.integers(0, 256, size=3)
         distance = float(np.abs(colour - mean).sum())
@@ -448,8 +457,9 @@ def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarr
             return colour.astype(np.uint8)
         if distance > best_distance:
             best, best_distance = colour, distance
-    return np.where(mean > 127, 0, 255).astype(np.uint8) if best_distance < 100 else \
-        best.astype(np.uint8)
+    if best is None or best_distance < 100:
+        return np.where(mean > 127, 0, 255).astype(np.uint8)
+    return best.astype(np.uint8)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -460,7 +470,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     ramp = (xs * math.cos(angle) + ys * math.sin(angle))
     ramp = (ramp - ramp.min()) / max(float(ramp.max() - ramp.min()), 1e-6)
     start, end = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
-    img = start + ramp[..., None] * (end - start)
+    img: np.ndarray = start + ramp[..., None] * (end - start)
     kind = rng.integers(3)
     if kind == 0:  # stripes
         period = rng.uniform(6, 40)
@@ -477,7 +487,8 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
                           interpolation=cv2.INTER_CUBIC)
     else:  # grain
         img += rng.integers(-25, 26, size=(height, width, 1)).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    clipped: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
+    return clipped
 
 
 def _draw_clutter(rng: np.random.Generator, img: np.ndarray, count: int,
@@ -657,7 +668,8 @@ class _Face:
         self.mouth_open = rng.random() < 0.3
         self.mask_colour = self._mask_colour(rng)
         if class_index == 0:      # with_mask: from just below the eyes to the chin
-            self.mask_span = (float(rng.uniform(-0.14, -0.06)), float(rng.uniform(0.85, 1.0)))
+            self.mask_span: tuple[float, float] | None = (float(rng.uniform(-0.14, -0.06)),
+                                                          float(rng.uniform(0.85, 1.0)))
         elif class_index == 2:    # worn low: below the nose tip, or on the chin
             top = rng.uniform(0.62, 0.7) if rng.random() < 0.25 else rng.uniform(0.28, 0.36)
             self.mask_span = (float(top), float(rng.uniform(0.95, 1.05)))
@@ -781,13 +793,13 @@ class _Face:
             cv2.ellipse(img, (mouth[0], mouth[1] - int(round(0.08 * b))), self._axes(0.3, 0.14),
                         0, 20, 160, lips, max(1, int(round(0.08 * a))), cv2.LINE_AA)
         if self.mask_span is not None:
-            self._draw_mask(img)
+            self._draw_mask(img, self.mask_span)
 
-    def _draw_mask(self, img: np.ndarray) -> None:
-        """The mask: the face ellipse (slightly widened) between ``mask_span`` (in units of b)."""
+    def _draw_mask(self, img: np.ndarray, span: tuple[float, float]) -> None:
+        """The mask: the face ellipse (slightly widened) between ``span`` (in units of b)."""
         cx, cy, a, b = self.cx, self.cy, self.a, self.b
         height, width = img.shape[:2]
-        top, bottom = (cy + s * b for s in self.mask_span)
+        top, bottom = (cy + s * b for s in span)
         x0, x1 = max(int(math.floor(cx - 1.05 * a)), 0), min(int(math.ceil(cx + 1.05 * a)) + 1,
                                                             width)
         y0, y1 = max(int(math.floor(top)), 0), min(int(math.ceil(bottom)) + 1, height)

@@ -72,13 +72,13 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 from mmengine.logging import print_log
 
 from detkit.registry import DATASETS, TRANSFORMS
 
-from .base_det_dataset import FILTER_KEYS, BaseDetDataset
+from .base_det_dataset import FILTER_KEYS, BaseDetDataset, DataInfo, PipelineStep
 from .cctsdb import image_size
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -145,20 +145,20 @@ class VOCDataset(BaseDetDataset):
         {'bbox': [...], 'bbox_label': ..., 'ignore_flag': 0}
     """
 
-    METAINFO = dict(classes=VOC_CLASSES)
+    METAINFO: dict[str, tuple[str, ...]] = dict(classes=VOC_CLASSES)
 
     def __init__(self,
                  ann_file: str | None = None,
                  data_root: str = '',
-                 data_prefix: dict | None = None,
+                 data_prefix: dict[str, str] | None = None,
                  stems: Sequence[str] | None = None,
                  use_difficult: bool = False,
                  strict_classes: bool = False,
                  on_error: str = 'raise',
-                 filter_cfg: dict | None = None,
-                 pipeline: Sequence[dict | Callable] = (),
+                 filter_cfg: dict[str, Any] | None = None,
+                 pipeline: Sequence[PipelineStep] = (),
                  test_mode: bool = False,
-                 metainfo: dict | None = None,
+                 metainfo: dict[str, Any] | None = None,
                  lazy_init: bool = False,
                  serialize_data: bool = True,
                  indices: int | Sequence[int] | None = None,
@@ -195,7 +195,7 @@ class VOCDataset(BaseDetDataset):
                          indices=indices, serialize_data=serialize_data, pipeline=built,
                          test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
 
-    def load_data_list(self) -> list[dict]:
+    def load_data_list(self) -> list[DataInfo]:
         """Read the XML files of the chosen stems into one dict per image.
 
         Returns:
@@ -225,7 +225,7 @@ class VOCDataset(BaseDetDataset):
         drops: Counter[str] = Counter()
         examples: dict[str, str] = {}
         num_objects = num_clipped = 0
-        data_list = []
+        data_list: list[DataInfo] = []
         for stem in stems:
             xml_path = os.path.join(ann_dir, stem + '.xml')
             try:
@@ -301,7 +301,8 @@ class VOCDataset(BaseDetDataset):
                 f'{os.path.join(ann_dir, missing[0] + ".xml")!r}')
         return stems
 
-    def _image_entry(self, root: ET.Element, xml_path: str, stem: str, img_dir: str) -> dict:
+    def _image_entry(self, root: ET.Element, xml_path: str, stem: str,
+                     img_dir: str) -> DataInfo:
         """The data-list dict of one XML file, without instances yet (they follow)."""
         filename = (root.findtext('filename') or '').strip()
         names = ([filename] if filename else []) + [stem + ext for ext in IMAGE_EXTENSIONS]
@@ -317,7 +318,7 @@ class VOCDataset(BaseDetDataset):
         return dict(img_path=path, img_id=-1, height=int(height), width=int(width),
                     instances=[], stem=stem)
 
-    def _problem(self, err: VOCAnnotationError, reason: str, drops: Counter,
+    def _problem(self, err: VOCAnnotationError, reason: str, drops: Counter[str],
                  examples: dict[str, str]) -> None:
         """Raise ``err`` or count it under ``reason``, following ``on_error``."""
         if self.on_error == 'raise':
@@ -325,7 +326,7 @@ class VOCDataset(BaseDetDataset):
         drops[reason] += 1
         examples.setdefault(reason, str(err))
 
-    def _warn_dropped(self, drops: Counter, examples: dict[str, str], num_objects: int,
+    def _warn_dropped(self, drops: Counter[str], examples: dict[str, str], num_objects: int,
                       num_files: int) -> None:
         """One warning for everything dropped while loading, with one example per reason."""
         if not sum(drops.values()):
@@ -455,7 +456,7 @@ def _clip(coords: Sequence[float], width: int, height: int) -> list[float] | Non
     return box
 
 
-def _assign_image_ids(data_list: list[dict], stems: list[str]) -> None:
+def _assign_image_ids(data_list: list[DataInfo], stems: list[str]) -> None:
     """The number that ends every stem when those are distinct, else position + 1."""
     numbers = []
     for stem in stems:

@@ -80,6 +80,8 @@ class CheckpointHook(MMEngineCheckpointHook):
     through :class:`AtomicLocalBackend`.
     """
 
+    keep_ckpt_ids: deque[int]  # the epochs / iterations of the checkpoints kept, oldest first
+
     def __init__(self, *args, **kwargs) -> None:
         out_dir = kwargs.get('out_dir')
         remote = isinstance(out_dir, str) and '://' in out_dir

@@ -106,7 +106,7 @@ def check_data_paths(cfg: Any, stage: str) -> None:
 _SIMPLE_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
 
 
-def _detkit_class(type_name: str) -> type | None:
+def _detkit_class(type_name: str) -> type[Any] | None:
     """The class registered under ``type_name`` by detkit itself (not by mmengine or torch)."""
     for registry in ALL_REGISTRIES:
         registry.import_from_location()

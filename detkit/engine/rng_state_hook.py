@@ -34,8 +34,8 @@ def capture_rng_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = dict(
         python=random.getstate(),
-        numpy=dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
-                   has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+        numpy=dict(name=name, keys=torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                   pos=int(pos), has_gauss=int(has_gauss), cached_gaussian=float(cached)),
         torch=torch.get_rng_state())
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()

@@ -35,7 +35,7 @@ import logging
 import os
 import os.path as osp
 import tempfile
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
@@ -44,6 +44,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..registry import METRICS
+from ..structures import DetSample
 
 SUPPORTED_METRICS = ('bbox', 'proposal')
 
@@ -56,7 +57,53 @@ BOX_DECIMALS = 3
 SCORE_DECIMALS = 6
 
 
-def results_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int]) -> list[dict]:
+class CocoDetEntry(TypedDict):
+    """One detection in the COCO results format (``COCO.loadRes``, the test-dev server).
+
+    Attributes:
+        image_id: the annotation file's image id.
+        category_id: the annotation file's category id.
+        bbox: ``[x, y, w, h]`` in pixels of the original image.
+        score: the detection's confidence.
+    """
+
+    image_id: int
+    category_id: int
+    bbox: list[float]
+    score: float
+
+
+class _ImageDetections(TypedDict):
+    img_id: int
+    ori_shape: tuple[int, ...]
+    bboxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    skipped: int
+
+
+class ImageResult(_ImageDetections, total=False):
+    """What :meth:`CocoMetric.process` stores per image (CPU numpy, so ranks can gather it).
+
+    Attributes:
+        img_id: the sample's ``img_id``.
+        ori_shape: ``(h, w)`` of the original image.
+        bboxes: ``(N, 4)`` float32 xyxy detections in original-image pixels.
+        scores: ``(N,)`` float32 confidences.
+        labels: ``(N,)`` int64 labels minus ``label_offset``.
+        skipped: how many detections ``skip_other_labels`` dropped.
+        gt_bboxes: ``(G, 4)`` float64 ground truth, only with ``ann_file=None``.
+        gt_labels: ``(G,)`` int64 labels of ``gt_bboxes``, only with ``ann_file=None``.
+        gt_ignore_bboxes: ``(M, 4)`` float64 ignore regions, only with ``ann_file=None``.
+    """
+
+    gt_bboxes: np.ndarray
+    gt_labels: np.ndarray
+    gt_ignore_bboxes: np.ndarray
+
+
+def results_to_coco_json(results: Sequence[Mapping[str, Any]],
+                         cat_ids: Sequence[int]) -> list[CocoDetEntry]:
     """Convert per-image detections to COCO results entries (one dict per box).
 
     Args:
@@ -73,8 +120,8 @@ def results_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int]) -> lis
     Raises:
         ValueError: when an image's arrays have the wrong shape or a label has no category id.
     """
-    cat_ids = np.asarray(cat_ids, dtype=np.int64)
-    entries: list[dict] = []
+    cat_id_array = np.asarray(cat_ids, dtype=np.int64)
+    entries: list[CocoDetEntry] = []
     for result in results:
         img_id = int(result['img_id'])
         bboxes = np.asarray(result['bboxes'], dtype=np.float64)
@@ -87,19 +134,19 @@ def results_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int]) -> lis
             raise ValueError(
                 f'image {img_id}: expected bboxes (N, 4), scores (N,) and labels (N,), got '
                 f'shapes {bboxes.shape}, {scores.shape} and {labels.shape}')
-        bad = (labels < 0) | (labels >= len(cat_ids))
+        bad = (labels < 0) | (labels >= len(cat_id_array))
         if bad.any():
             raise ValueError(
                 f'image {img_id}: label {int(labels[bad][0])} has no category id; labels must lie '
-                f'in 0..{len(cat_ids) - 1} (the {len(cat_ids)} classes of the metric)')
+                f'in 0..{len(cat_id_array) - 1} (the {len(cat_id_array)} classes of the metric)')
         xywh = bboxes.copy()
         xywh[:, 2:] -= xywh[:, :2]
-        xywh = np.round(xywh, BOX_DECIMALS).tolist()
-        scores = np.round(scores, SCORE_DECIMALS).tolist()
-        categories = cat_ids[labels].tolist()
+        boxes: list[list[float]] = np.round(xywh, BOX_DECIMALS).tolist()
+        rounded_scores: list[float] = np.round(scores, SCORE_DECIMALS).tolist()
+        categories: list[int] = cat_id_array[labels].tolist()
         entries.extend(
-            dict(image_id=img_id, category_id=cat, bbox=box, score=score)
-            for box, score, cat in zip(xywh, scores, categories))
+            CocoDetEntry(image_id=img_id, category_id=cat, bbox=box, score=score)
+            for box, score, cat in zip(boxes, rounded_scores, categories))
     return entries
 
 
@@ -173,7 +220,7 @@ class CocoMetric(BaseMetric):
         self._coco_gt: COCO | None = None
 
     # ------------------------------------------------------------------ collecting detections
-    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+    def process(self, data_batch: Any, data_samples: Sequence[DetSample]) -> None:
         """Store the detections of one batch as CPU numpy arrays in ``self.results``.
 
         With ``ann_file=None`` each result also keeps the sample's ground truth:
@@ -199,7 +246,7 @@ class CocoMetric(BaseMetric):
                 if self.skip_other_labels:
                     num_classes = len((self.dataset_meta or {}).get('classes', ())) or None
                     keep = (labels >= 0) & (labels < num_classes if num_classes else True)
-            result = dict(
+            result = ImageResult(
                 img_id=int(sample.img_id),
                 ori_shape=tuple(int(s) for s in sample.ori_shape),
                 bboxes=pred.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)[keep],
@@ -207,14 +254,14 @@ class CocoMetric(BaseMetric):
                 labels=labels[keep],
                 skipped=int((~keep).sum()))
             if self.ann_file is None:
-                result.update(
-                    gt_bboxes=_numpy(sample.gt_bboxes, np.float64).reshape(-1, 4),
-                    gt_labels=_numpy(sample.gt_labels, np.int64).reshape(-1),
-                    gt_ignore_bboxes=_numpy(sample.gt_ignore_bboxes, np.float64).reshape(-1, 4))
+                result['gt_bboxes'] = _numpy(sample.gt_bboxes, np.float64).reshape(-1, 4)
+                result['gt_labels'] = _numpy(sample.gt_labels, np.int64).reshape(-1)
+                result['gt_ignore_bboxes'] = _numpy(sample.gt_ignore_bboxes,
+                                                    np.float64).reshape(-1, 4)
             self.results.append(result)
 
     # ------------------------------------------------------------------ computing metrics
-    def compute_metrics(self, results: list) -> dict[str, Any]:
+    def compute_metrics(self, results: list[ImageResult]) -> dict[str, Any]:
         """Run COCOeval on the gathered detections of the whole split.
 
         Args:
@@ -237,7 +284,7 @@ class CocoMetric(BaseMetric):
         if self.ann_file is None:
             coco_gt = self._gt_from_results(results)
         else:
-            coco_gt = self._load_gt()
+            coco_gt = self._load_gt(self.ann_file)
         cat_ids, class_names = self._category_ids(coco_gt)
         if skipped:
             print_log(f'CocoMetric: skipped {skipped} detections whose label (minus label_offset '
@@ -275,7 +322,7 @@ class CocoMetric(BaseMetric):
                     metrics.update(self._eval_proposals(coco_gt, entries, img_ids))
         return metrics
 
-    def _eval_bbox(self, coco_gt: COCO, entries: list[dict], img_ids: list[int],
+    def _eval_bbox(self, coco_gt: COCO, entries: list[CocoDetEntry], img_ids: list[int],
                    cat_ids: list[int], class_names: list[str]) -> dict[str, Any]:
         coco_eval = self._run_cocoeval(coco_gt, entries, img_ids)
         coco_eval.params.catIds = list(cat_ids)
@@ -295,7 +342,7 @@ class CocoMetric(BaseMetric):
                 metrics[f'{name}_precision'] = round(ap, 3)
         return metrics
 
-    def _eval_proposals(self, coco_gt: COCO, entries: list[dict],
+    def _eval_proposals(self, coco_gt: COCO, entries: list[CocoDetEntry],
                         img_ids: list[int]) -> dict[str, float]:
         coco_eval = self._run_cocoeval(coco_gt, entries, img_ids)
         coco_eval.params.useCats = 0
@@ -304,7 +351,7 @@ class CocoMetric(BaseMetric):
         _quiet(coco_eval.accumulate)
         # recall: (iou_thrs, 1 class, area ranges, max dets); area range 0 is 'all'.
         recall = coco_eval.eval['recall']
-        metrics = {}
+        metrics: dict[str, float] = {}
         for m, num in enumerate(coco_eval.params.maxDets):
             r = recall[:, :, 0, m]
             r = r[r > -1]
@@ -313,7 +360,8 @@ class CocoMetric(BaseMetric):
                   ', '.join(f'{k}={v:.3f}' for k, v in metrics.items()), logger='current')
         return metrics
 
-    def _run_cocoeval(self, coco_gt: COCO, entries: list[dict], img_ids: list[int]) -> COCOeval:
+    def _run_cocoeval(self, coco_gt: COCO, entries: list[CocoDetEntry],
+                      img_ids: list[int]) -> COCOeval:
         # loadRes adds keys to the dicts it is given: hand it copies.
         coco_dt, _ = _quiet(coco_gt.loadRes, [dict(e) for e in entries])
         coco_eval = COCOeval(coco_gt, coco_dt, iouType='bbox')
@@ -342,7 +390,7 @@ class CocoMetric(BaseMetric):
         return (repr(self.ann_file) if self.ann_file is not None else
                 'the ground truth of the evaluated samples (ann_file=None)')
 
-    def _gt_from_results(self, results: list[dict]) -> COCO:
+    def _gt_from_results(self, results: list[ImageResult]) -> COCO:
         """A ``COCO`` object built from the ground truth stored by :meth:`process`."""
         classes = (self.dataset_meta or {}).get('classes')
         if not classes:
@@ -354,11 +402,12 @@ class CocoMetric(BaseMetric):
         _quiet(coco_gt.createIndex)
         return coco_gt
 
-    def _load_gt(self) -> COCO:
+    def _load_gt(self, ann_file: str) -> COCO:
+        """The ``COCO`` object of ``ann_file`` (``self.ann_file``), loaded once."""
         if self._coco_gt is None:
-            if not osp.isfile(self.ann_file):
-                raise FileNotFoundError(f'CocoMetric: ann_file {self.ann_file!r} does not exist')
-            self._coco_gt, _ = _quiet(COCO, self.ann_file)
+            if not osp.isfile(ann_file):
+                raise FileNotFoundError(f'CocoMetric: ann_file {ann_file!r} does not exist')
+            self._coco_gt, _ = _quiet(COCO, ann_file)
         return self._coco_gt
 
     def _category_ids(self, coco_gt: COCO) -> tuple[list[int], list[str]]:
@@ -386,7 +435,8 @@ class CocoMetric(BaseMetric):
         return [ids_by_name[name][0] for name in classes], list(classes)
 
 
-def coco_gt_from_results(results: Sequence[dict], classes: Sequence[str]) -> dict:
+def coco_gt_from_results(results: Sequence[Mapping[str, Any]],
+                         classes: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """COCO ground truth (``images``, ``annotations``, ``categories``) from per-image arrays.
 
     Category ``k + 1`` is ``classes[k]`` (label ``k``). Boxes become ``iscrowd=0`` annotations
@@ -410,7 +460,8 @@ def coco_gt_from_results(results: Sequence[dict], classes: Sequence[str]) -> dic
             label outside the classes, a box that is empty, not finite or reaches beyond
             ``ori_shape`` (boxes of the resized image: load annotations after ``Resize``).
     """
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     num_classes = len(classes)
 
     def add(img_id: int, box: np.ndarray, category_id: int, iscrowd: int) -> None:
@@ -494,9 +545,9 @@ def _format_ap_table(names: Sequence[str], aps: Sequence[float], pairs_per_row: 
     return 'Per-class bbox AP (IoU .50:.95, all areas):\n' + '\n'.join(lines)
 
 
-def _drop_duplicate_images(results: list) -> list:
+def _drop_duplicate_images(results: list[ImageResult]) -> list[ImageResult]:
     seen: set[int] = set()
-    unique = []
+    unique: list[ImageResult] = []
     for result in results:
         if result['img_id'] in seen:
             continue
@@ -508,7 +559,7 @@ def _drop_duplicate_images(results: list) -> list:
     return unique
 
 
-def _dump_json(entries: list[dict], outfile_prefix: str) -> str:
+def _dump_json(entries: list[CocoDetEntry], outfile_prefix: str) -> str:
     json_file = f'{outfile_prefix}.bbox.json'
     directory = osp.dirname(json_file)
     if directory:

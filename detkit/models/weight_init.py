@@ -38,7 +38,7 @@ import logging
 import os
 import os.path as osp
 import re
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import torch
@@ -100,6 +100,16 @@ def detkit_default_scope() -> Iterator[None]:
         return
     with DefaultScope.overwrite_default_scope(SCOPE):
         yield
+
+
+@runtime_checkable
+class TorchvisionKeyConverter(Protocol):
+    """A module that renames a torchvision state dict's keys to its own (VGG, MobileNetV2)."""
+
+    def convert_torchvision_state_dict(
+            self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The entries of ``state_dict`` under this module's key names."""
+        ...
 
 
 def _key_list(keys: list[str]) -> str:
@@ -332,8 +342,8 @@ def load_pretrained(module: nn.Module, checkpoint: str | os.PathLike, prefix: st
     model_keys = set(model_state)
     if resolved.torchvision_model is not None:
         state_dict = convert_torchvision_state_dict(resolved.torchvision_model, state_dict)
-    elif _matching_keys(state_dict, model_keys) == 0 and hasattr(
-            module, 'convert_torchvision_state_dict'):
+    elif _matching_keys(state_dict, model_keys) == 0 and isinstance(
+            module, TorchvisionKeyConverter):
         converted = module.convert_torchvision_state_dict(state_dict)
         if _matching_keys(converted, model_keys) > 0:
             print_log(f'{source}: torchvision key layout detected and converted for '

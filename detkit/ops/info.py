@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ def info(load: bool = False) -> dict:
         kernels use torch's intra-op threads; ``'serial'``: one thread) and
         ``arch_list``/``nvcc`` (CUDA).
     """
-    report = {'torch': torch.__version__, 'torch_cuda': torch.version.cuda,
+    report: dict[str, Any] = {'torch': torch.__version__, 'torch_cuda': torch.version.cuda,
               'cache_dir': str(_extension.cache_root())}
     for kind in _extension.KINDS:
         library = _extension.library(kind)

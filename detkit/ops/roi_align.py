@@ -203,10 +203,10 @@ def _check_ranges(rois: Tensor, levels: Tensor, num_levels: int, batch: int) -> 
     batch_index = rois[:, 0].double()
     batch_index = batch_index[torch.isfinite(batch_index)]
     if batch_index.numel() and not bool(((batch_index > -1) & (batch_index < batch)).all()):
-        low, high = (float(v) for v in torch.aminmax(batch_index))
+        lowest, highest = (float(v) for v in torch.aminmax(batch_index))
         raise ValueError(f'multi_level_roi_align: rois[:, 0] (the batch index) must lie in '
                          f'[0, {batch - 1}] for a batch of {batch} images, got values in '
-                         f'[{low:g}, {high:g}]')
+                         f'[{lowest:g}, {highest:g}]')
 
 
 def _check_arguments(feats, rois, levels, spatial_scales, output_size, sampling_ratio,

@@ -1,6 +1,8 @@
 """The last transform: pack the results dict into the model's ``inputs`` and ``DetSample``."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -21,7 +23,7 @@ class PackDetInputs:
     ``DetSample.dataset_index`` and an int64 ``DetSample.label_groups`` when present.
     """
 
-    def __call__(self, results: dict) -> dict:
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         """Pack ``results``.
 
         Args:
@@ -40,12 +42,14 @@ class PackDetInputs:
                              f"{img.shape} for {results.get('img_path', '?')!r}")
         inputs = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
         height, width = img.shape[:2]
+        ori_height, ori_width = results.get('ori_shape', (height, width))
+        w_scale, h_scale = results.get('scale_factor', (1.0, 1.0))
         sample = DetSample(
             img_path=str(results.get('img_path', '')),
             img_id=int(results.get('img_id', -1)),
-            ori_shape=tuple(int(v) for v in results.get('ori_shape', (height, width))),
+            ori_shape=(int(ori_height), int(ori_width)),
             img_shape=(int(height), int(width)),
-            scale_factor=tuple(float(v) for v in results.get('scale_factor', (1.0, 1.0))),
+            scale_factor=(float(w_scale), float(h_scale)),
             flip=bool(results.get('flip', False)))
         if 'gt_bboxes' in results:
             sample.gt_bboxes = _tensor(results['gt_bboxes'], torch.float32).reshape(-1, 4)

@@ -1,6 +1,8 @@
 """Transforms that change the image geometry and move the boxes with it."""
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -65,11 +67,11 @@ class Resize:
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f'Resize: interpolation={interpolation!r} is not one of '
                              f'{list(INTERPOLATIONS)}')
-        self.scale = tuple(scale)
+        self.scale = (scale[0], scale[1])  # a tuple, also when given as a list
         self.keep_ratio = keep_ratio
         self.interpolation = interpolation
 
-    def __call__(self, results: dict) -> dict:
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         """Resize ``results['img']`` and the boxes.
 
         Args:
@@ -126,7 +128,7 @@ class RandomFlip:
         self.prob = prob
         self.direction = direction
 
-    def __call__(self, results: dict) -> dict:
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         """Flip (or not) ``results['img']`` and the boxes.
 
         Args:

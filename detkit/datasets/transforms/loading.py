@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import cv2
 import numpy as np
@@ -35,7 +36,7 @@ def _png_is_complete(data: np.ndarray) -> bool:
     ``IEND``. Some libpng builds return the rows decoded so far (the rest grey or black) for
     such a file; OpenCV 5 rejects it, but with a libpng error on stderr first.
     """
-    raw = memoryview(data)
+    raw = data.data  # the array's buffer as a memoryview, no copy
     pos = len(_PNG_SIGNATURE)
     while pos + 8 <= len(raw):
         length = int.from_bytes(raw[pos:pos + 4], 'big')
@@ -129,7 +130,7 @@ class LoadImageFromFile:
     def __init__(self, to_float32: bool = False) -> None:
         self.to_float32 = to_float32
 
-    def __call__(self, results: dict) -> dict:
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         """Load the image.
 
         Args:
@@ -185,7 +186,7 @@ class LoadAnnotations:
         self.with_bbox = with_bbox
         self.with_label = with_label
 
-    def __call__(self, results: dict) -> dict:
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
         """Convert the instances.
 
         Args:
@@ -212,7 +213,7 @@ class LoadAnnotations:
         return f'{type(self).__name__}(with_bbox={self.with_bbox}, with_label={self.with_label})'
 
 
-def _boxes_array(instances: list[dict], results: dict) -> np.ndarray:
+def _boxes_array(instances: list[dict[str, Any]], results: dict[str, Any]) -> np.ndarray:
     """The ``bbox`` of each instance as an ``(N, 4)`` float32 array (``(0, 4)`` when empty)."""
     if not instances:
         return np.zeros((0, 4), dtype=np.float32)

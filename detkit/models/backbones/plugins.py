@@ -129,11 +129,15 @@ class ContextBlock(nn.Module):
         """Kaiming (fan_in) ``conv_mask``; zero last conv of each transform."""
         if self.pooling_type == 'att':
             nn.init.kaiming_normal_(self.conv_mask.weight, mode='fan_in', nonlinearity='relu')
+            assert self.conv_mask.bias is not None  # nn.Conv2d(bias=True) in __init__
             nn.init.zeros_(self.conv_mask.bias)
         for transform in (self.channel_add_conv, self.channel_mul_conv):
             if transform is not None:
-                nn.init.zeros_(transform[-1].weight)
-                nn.init.zeros_(transform[-1].bias)
+                last = transform[-1]
+                # _transform ends with a 1x1 nn.Conv2d with bias (Sequential yields nn.Module)
+                assert isinstance(last, nn.Conv2d) and last.bias is not None
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def spatial_pool(self, x: Tensor) -> Tensor:
         """Pool the features of all positions into one context vector per sample.

@@ -8,7 +8,7 @@ names come from :func:`~detkit.models.layers.build_norm_layer`: with ``norm_cfg=
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -22,7 +22,7 @@ from detkit.registry import MODELS
 StagePlugins = Sequence[tuple[dict, str]]
 
 
-def _add_plugins(block: nn.Module, plugins: StagePlugins, channels_at: dict[str, int]) -> None:
+def _add_plugins(block: ResBlock, plugins: StagePlugins, channels_at: dict[str, int]) -> None:
     """Build ``plugins`` into ``block`` under distinct names; record them per position."""
     block.plugin_names = {position: [] for position in channels_at}
     for cfg, position in plugins:
@@ -38,7 +38,7 @@ def _add_plugins(block: nn.Module, plugins: StagePlugins, channels_at: dict[str,
         block.plugin_names[position].append(name)
 
 
-def _apply_plugins(block: nn.Module, x: Tensor, position: str) -> Tensor:
+def _apply_plugins(block: ResBlock, x: Tensor, position: str) -> Tensor:
     """Run the plugins of ``block`` at ``position`` on ``x`` in the order they were given."""
     for name in block.plugin_names[position]:
         x = getattr(block, name)(x)
@@ -63,6 +63,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
+    plugin_names: dict[str, list[str]]  # position -> plugin attribute names, set by _add_plugins
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
                  downsample: nn.Module | None = None, style: str = 'pytorch',
@@ -127,6 +128,7 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    plugin_names: dict[str, list[str]]  # position -> plugin attribute names, set by _add_plugins
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
                  downsample: nn.Module | None = None, style: str = 'pytorch',
@@ -181,6 +183,10 @@ class Bottleneck(nn.Module):
             ``(N, planes * 4, H / stride, W / stride)`` (sizes rounded up).
         """
         return self.relu(maybe_checkpoint(self._residual, x, self, self.with_cp and self.training))
+
+
+# The residual block of a ResNet depth (see ResNet.arch_settings).
+ResBlock = BasicBlock | Bottleneck
 
 
 @MODELS.register_module()
@@ -242,7 +248,7 @@ class ResNet(BaseBackbone):
         [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4), (1, 512, 2, 2)]
     """
 
-    arch_settings: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
+    arch_settings: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] = {
         18: (BasicBlock, (2, 2, 2, 2)),
         34: (BasicBlock, (3, 4, 6, 3)),
         50: (Bottleneck, (3, 4, 6, 3)),
@@ -390,7 +396,7 @@ class ResNet(BaseBackbone):
                 with_cp=self.with_cp, norm_cfg=self.norm_cfg, plugins=plugins))
         return nn.Sequential(*blocks)
 
-    def _blocks(self) -> list[nn.Module]:
+    def _blocks(self) -> list[ResBlock]:
         return [block for name in self.stage_names for block in getattr(self, name)]
 
     def _init_weights(self) -> None:
@@ -407,7 +413,8 @@ class ResNet(BaseBackbone):
                 nn.init.zeros_(m.bias)
         if self.zero_init_residual:
             for block in self._blocks():
-                nn.init.zeros_(block.last_norm.weight)
+                # a BN/GN (or FrozenBN) weight; nn.Module types it Tensor | Module
+                nn.init.zeros_(cast(Tensor, block.last_norm.weight))
 
     def _stem_modules(self) -> list[nn.Module]:
         if self.deep_stem:

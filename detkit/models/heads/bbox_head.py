@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from detkit.models.heads.retina_head import DenseTestConfig, postprocess_detections
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
+from detkit.models.task_utils import DeltaXYWHBBoxCoder
 from detkit.models.task_utils.random_sampler import SamplingResult
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample
@@ -60,17 +61,17 @@ class Shared2FCBBoxHead(BaseModule):
     def __init__(self, *, num_classes: int, in_channels: int = 256, roi_feat_size: int = 7,
                  fc_out_channels: int = 1024, bbox_coder: Any, loss_bbox: Any,
                  loss_cls: Any = None, use_group_softmax: bool = False,
-                 init_cfg: dict | None = None) -> None:
+                 init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
         if num_classes < 1:
             raise ValueError(f'Shared2FCBBoxHead: num_classes must be >= 1, got {num_classes}')
         self.num_classes = num_classes
         self.use_group_softmax = bool(use_group_softmax)
-        self.bbox_coder = build_if_config(bbox_coder, TASK_UTILS)
-        self.loss_bbox = build_if_config(loss_bbox, MODELS)
+        self.bbox_coder: DeltaXYWHBBoxCoder = build_if_config(bbox_coder, TASK_UTILS)
+        self.loss_bbox: nn.Module = build_if_config(loss_bbox, MODELS)
         if loss_cls is None:
             loss_cls = GroupSoftmaxLoss() if self.use_group_softmax else CrossEntropyLoss()
-        self.loss_cls = build_if_config(loss_cls, MODELS)
+        self.loss_cls: nn.Module = build_if_config(loss_cls, MODELS)
         if self.use_group_softmax != isinstance(self.loss_cls, GroupSoftmaxLoss) or \
                 getattr(self.loss_cls, 'use_sigmoid', False):
             wanted = ("dict(type='GroupSoftmaxLoss')" if self.use_group_softmax else
@@ -90,6 +91,7 @@ class Shared2FCBBoxHead(BaseModule):
         if self.init_cfg is not None:
             return
         for fc in self.shared_fcs:
+            assert isinstance(fc, nn.Linear)  # a ModuleList yields nn.Module: name the type
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
         nn.init.normal_(self.fc_cls.weight, std=0.01)
@@ -167,6 +169,7 @@ class Shared2FCBBoxHead(BaseModule):
         with torch.no_grad():
             predicted = cls_score.argmax(dim=1)
             if self.use_group_softmax:  # right when the prediction is in the target's group
+                assert image_label_groups is not None  # checked above with use_group_softmax
                 groups = image_label_groups.to(labels.device)[roi_image_index]
                 correct = (groups.gather(1, predicted[:, None]) ==
                            groups.gather(1, labels.clamp(min=0)[:, None])).squeeze(1)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detkit.models.layers import ConvModule
+from detkit.models.task_utils import AnchorGenerator, DeltaXYWHBBoxCoder, MaxIoUAssigner
 from detkit.models.task_utils.distributed import mean_over_processes
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample
@@ -47,7 +48,7 @@ class DenseTestConfig:
     min_bbox_size: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg: dict | None) -> 'DenseTestConfig':
+    def from_config(cls, cfg: dict[str, Any] | None) -> 'DenseTestConfig':
         """Read ``dict(nms_pre, score_thr, nms=dict(type='nms', iou_threshold), max_per_img,
         min_bbox_size)``; unknown keys raise ``KeyError`` naming them."""
         if cfg is None:
@@ -96,10 +97,11 @@ class RetinaHead(BaseModule):
     """
 
     def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int = 256,
-                 stacked_convs: int = 4, norm_cfg: dict | None = None,
+                 stacked_convs: int = 4, norm_cfg: dict[str, Any] | None = None,
                  anchor_generator: Any, bbox_coder: Any, loss_cls: Any, loss_bbox: Any,
-                 train_cfg: dict | None = None, test_cfg: dict | None = None,
-                 prior_prob: float = 0.01, init_cfg: dict | None = None) -> None:
+                 train_cfg: dict[str, Any] | None = None,
+                 test_cfg: dict[str, Any] | None = None,
+                 prior_prob: float = 0.01, init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
         if num_classes < 1:
             raise ValueError(f'RetinaHead: num_classes must be >= 1, got {num_classes}')
@@ -107,13 +109,14 @@ class RetinaHead(BaseModule):
             raise ValueError(f'RetinaHead: prior_prob must be in (0, 1), got {prior_prob}')
         self.num_classes = num_classes
         self.prior_prob = prior_prob
-        self.anchor_generator = build_if_config(anchor_generator, TASK_UTILS)
-        self.bbox_coder = build_if_config(bbox_coder, TASK_UTILS)
-        self.loss_cls = build_if_config(loss_cls, MODELS)
-        self.loss_bbox = build_if_config(loss_bbox, MODELS)
+        self.anchor_generator: AnchorGenerator = build_if_config(anchor_generator, TASK_UTILS)
+        self.bbox_coder: DeltaXYWHBBoxCoder = build_if_config(bbox_coder, TASK_UTILS)
+        self.loss_cls: nn.Module = build_if_config(loss_cls, MODELS)
+        self.loss_bbox: nn.Module = build_if_config(loss_bbox, MODELS)
         train_cfg = dict(train_cfg or {})
-        self.assigner = (build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
-                         if 'assigner' in train_cfg else None)
+        self.assigner: MaxIoUAssigner | None = (
+            build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
+            if 'assigner' in train_cfg else None)
         if train_cfg:
             raise KeyError(f'RetinaHead train_cfg has unknown keys {sorted(train_cfg)}; '
                            'expected assigner')
@@ -144,6 +147,7 @@ class RetinaHead(BaseModule):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        assert self.retina_cls.bias is not None  # nn.Conv2d(bias=True) in __init__
         nn.init.constant_(self.retina_cls.bias,
                           -math.log((1.0 - self.prior_prob) / self.prior_prob))
 
@@ -226,7 +230,7 @@ class RetinaHead(BaseModule):
         Returns:
             ``dict(loss_cls=scalar, loss_bbox=scalar)``.
         """
-        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
         anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device,
                                          padded_input_shape(samples)))
         targets = [self.assign_anchors_to_gt(anchors, sample) for sample in samples]
@@ -261,7 +265,7 @@ class RetinaHead(BaseModule):
         Returns:
             B :class:`Detections`, at most ``max_per_img`` each, sorted by score.
         """
-        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
         level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
                                      padded_input_shape(samples))
         batch = cls_scores[0].shape[0]
@@ -305,7 +309,8 @@ def padded_input_shape(samples: Sequence[DetSample]) -> tuple[int, int] | None:
     """
     if not samples:
         return None
-    shape = tuple(int(v) for v in samples[0].pad_shape)
+    height, width = samples[0].pad_shape
+    shape = (int(height), int(width))
     return shape if min(shape) > 0 else None
 
 

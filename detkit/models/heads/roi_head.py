@@ -17,6 +17,7 @@ from torch import Tensor
 
 from detkit.models.heads.bbox_head import Shared2FCBBoxHead, stack_label_groups
 from detkit.models.heads.retina_head import DenseTestConfig
+from detkit.models.task_utils import MaxIoUAssigner, MultiLevelRoIAlign, RandomSampler
 from detkit.models.task_utils.random_sampler import SamplingResult
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample
@@ -58,16 +59,21 @@ class StandardRoIHead(BaseModule):
         init_cfg: mmengine init config.
     """
 
-    def __init__(self, *, bbox_roi_extractor: Any, bbox_head: Any, train_cfg: dict | None = None,
-                 test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
+    def __init__(self, *, bbox_roi_extractor: Any, bbox_head: Any,
+                 train_cfg: dict[str, Any] | None = None,
+                 test_cfg: dict[str, Any] | None = None,
+                 init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
-        self.bbox_roi_extractor = build_if_config(bbox_roi_extractor, TASK_UTILS)
-        self.bbox_head = build_if_config(bbox_head, MODELS)
+        self.bbox_roi_extractor: MultiLevelRoIAlign = build_if_config(bbox_roi_extractor,
+                                                                      TASK_UTILS)
+        self.bbox_head: Shared2FCBBoxHead = build_if_config(bbox_head, MODELS)
         train_cfg = dict(train_cfg or {})
-        self.assigner = (build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
-                         if 'assigner' in train_cfg else None)
-        self.sampler = (build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
-                        if 'sampler' in train_cfg else None)
+        self.assigner: MaxIoUAssigner | None = (
+            build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
+            if 'assigner' in train_cfg else None)
+        self.sampler: RandomSampler | None = (
+            build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
+            if 'sampler' in train_cfg else None)
         if train_cfg:
             raise KeyError(f'StandardRoIHead: train_cfg.rcnn has unknown keys '
                            f'{sorted(train_cfg)}; expected assigner and sampler')
@@ -83,7 +89,9 @@ class StandardRoIHead(BaseModule):
         Returns:
             ``(cls_score (R, K + 1), bbox_pred (R, 4K))``.
         """
-        return self.bbox_head(self.bbox_roi_extractor(feats, rois))
+        # nn.Module.__call__ returns Any: name what Shared2FCBBoxHead.forward returns.
+        outputs: tuple[Tensor, Tensor] = self.bbox_head(self.bbox_roi_extractor(feats, rois))
+        return outputs
 
     # ------------------------------------------------------------------ training
     def assign_and_sample_proposals(self, proposals: Tensor, sample: DetSample) -> SamplingResult:

@@ -35,6 +35,12 @@ from torchvision.ops import batched_nms
 
 from detkit.models.heads.retina_head import padded_input_shape
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
+from detkit.models.task_utils import (
+    AnchorGenerator,
+    DeltaXYWHBBoxCoder,
+    MaxIoUAssigner,
+    RandomSampler,
+)
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample
 
@@ -58,7 +64,7 @@ class ProposalConfig:
     min_bbox_size: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg: dict | None, key: str) -> 'ProposalConfig':
+    def from_config(cls, cfg: dict[str, Any] | None, key: str) -> 'ProposalConfig':
         """Read ``dict(nms_pre, max_per_img, nms=dict(type='nms', iou_threshold),
         min_bbox_size)``; ``key`` names the config section in error messages."""
         if cfg is None:
@@ -118,8 +124,10 @@ class RPNHead(BaseModule):
     def __init__(self, *, in_channels: int, feat_channels: int = 256, anchor_generator: Any,
                  bbox_coder: Any, loss_bbox: Any, loss_cls: Any = None,
                  num_datasets: int | None = None, use_group_softmax: bool = False,
-                 train_cfg: dict | None = None, train_proposal_cfg: dict | None = None,
-                 test_cfg: dict | None = None, init_cfg: dict | None = None) -> None:
+                 train_cfg: dict[str, Any] | None = None,
+                 train_proposal_cfg: dict[str, Any] | None = None,
+                 test_cfg: dict[str, Any] | None = None,
+                 init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
         if num_datasets is not None and (not isinstance(num_datasets, int) or num_datasets < 1):
             raise ValueError(f'RPNHead: num_datasets must be None (sigmoid objectness) or a '
@@ -130,18 +138,20 @@ class RPNHead(BaseModule):
         self.num_datasets = num_datasets
         self.use_group_softmax = bool(use_group_softmax)
         self.use_sigmoid = num_datasets is None
-        self.cls_out_channels = 1 if self.use_sigmoid else num_datasets + 1
-        self.background_label = 1 if self.use_sigmoid else num_datasets
+        self.cls_out_channels = 1 if num_datasets is None else num_datasets + 1
+        self.background_label = 1 if num_datasets is None else num_datasets
 
-        self.anchor_generator = build_if_config(anchor_generator, TASK_UTILS)
-        self.bbox_coder = build_if_config(bbox_coder, TASK_UTILS)
-        self.loss_bbox = build_if_config(loss_bbox, MODELS)
+        self.anchor_generator: AnchorGenerator = build_if_config(anchor_generator, TASK_UTILS)
+        self.bbox_coder: DeltaXYWHBBoxCoder = build_if_config(bbox_coder, TASK_UTILS)
+        self.loss_bbox: nn.Module = build_if_config(loss_bbox, MODELS)
         self.loss_cls = self._objectness_loss(loss_cls)
         train_cfg = dict(train_cfg or {})
-        self.assigner = (build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
-                         if 'assigner' in train_cfg else None)
-        self.sampler = (build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
-                        if 'sampler' in train_cfg else None)
+        self.assigner: MaxIoUAssigner | None = (
+            build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
+            if 'assigner' in train_cfg else None)
+        self.sampler: RandomSampler | None = (
+            build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
+            if 'sampler' in train_cfg else None)
         if train_cfg:
             raise KeyError(f'RPNHead: train_cfg.rpn has unknown keys {sorted(train_cfg)}; '
                            'expected assigner and sampler')
@@ -171,14 +181,14 @@ class RPNHead(BaseModule):
             if self.use_group_softmax:
                 return GroupSoftmaxLoss()
             return CrossEntropyLoss(use_sigmoid=self.use_sigmoid)
-        loss_cls = build_if_config(loss_cls, MODELS)
-        if self.use_group_softmax != isinstance(loss_cls, GroupSoftmaxLoss) or \
-                getattr(loss_cls, 'use_sigmoid', self.use_sigmoid) != self.use_sigmoid:
+        built: nn.Module = build_if_config(loss_cls, MODELS)
+        if self.use_group_softmax != isinstance(built, GroupSoftmaxLoss) or \
+                getattr(built, 'use_sigmoid', self.use_sigmoid) != self.use_sigmoid:
             wanted = ("dict(type='GroupSoftmaxLoss')" if self.use_group_softmax else
                       f"dict(type='CrossEntropyLoss', use_sigmoid={self.use_sigmoid})")
-            raise ValueError(f'RPNHead: loss_cls={loss_cls!r} does not fit {layout}; use '
+            raise ValueError(f'RPNHead: loss_cls={built!r} does not fit {layout}; use '
                              f'loss_cls={wanted} or loss_cls=None (chosen from the layout)')
-        return loss_cls
+        return built
 
     def init_weights(self) -> None:
         """N(0, 0.01) conv weights and zero biases (unless ``init_cfg`` says otherwise)."""
@@ -187,6 +197,7 @@ class RPNHead(BaseModule):
             return
         for conv in (self.rpn_conv, self.rpn_cls, self.rpn_reg):
             nn.init.normal_(conv.weight, std=0.01)
+            assert conv.bias is not None  # nn.Conv2d(bias=True) in __init__
             nn.init.zeros_(conv.bias)
 
     # ------------------------------------------------------------------ forward
@@ -220,7 +231,7 @@ class RPNHead(BaseModule):
     # ------------------------------------------------------------------ training
     def object_label(self, sample: DetSample) -> int:
         """The objectness label of the image's positive anchors: 0, or its dataset index."""
-        if self.use_sigmoid:
+        if self.num_datasets is None:  # the sigmoid layout (use_sigmoid)
             return 0
         index = int(sample.dataset_index)
         if not 0 <= index < self.num_datasets:
@@ -274,7 +285,7 @@ class RPNHead(BaseModule):
         Returns:
             ``dict(loss_rpn_cls=scalar, loss_rpn_bbox=scalar)``.
         """
-        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
         anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device,
                                          padded_input_shape(samples)))
         targets = [self.assign_and_sample_anchors(anchors, sample) for sample in samples]
@@ -357,7 +368,7 @@ class RPNHead(BaseModule):
             rescaled), ``scores`` ``(P,)`` objectness sorted decreasingly and ``labels`` 0.
         """
         cfg = self.train_proposal_cfg if for_training else self.test_cfg
-        featmap_sizes = [tuple(m.shape[-2:]) for m in cls_scores]
+        featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
         level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
                                      padded_input_shape(samples))
         batch = cls_scores[0].shape[0]
@@ -366,17 +377,18 @@ class RPNHead(BaseModule):
         level_deltas = [m.detach().permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in bbox_preds]
         proposals = []
         for i, sample in enumerate(samples):
-            boxes, scores, level_ids = [], [], []
+            level_boxes, level_objectness, level_ids = [], [], []
             for level, (anchors, objectness, ranks, deltas) in enumerate(
                     zip(level_anchors, level_scores, level_ranks, level_deltas)):
                 objectness, deltas = objectness[i], deltas[i]
                 if 0 < cfg.nms_pre < objectness.numel():
                     top = ranks[i].topk(cfg.nms_pre).indices
                     objectness, anchors, deltas = objectness[top], anchors[top], deltas[top]
-                boxes.append(self.bbox_coder.decode(anchors, deltas, max_shape=sample.img_shape))
-                scores.append(objectness)
+                level_boxes.append(self.bbox_coder.decode(anchors, deltas,
+                                                          max_shape=sample.img_shape))
+                level_objectness.append(objectness)
                 level_ids.append(torch.full_like(objectness, level, dtype=torch.int64))
-            boxes, scores = select_proposals(torch.cat(boxes), torch.cat(scores),
+            boxes, scores = select_proposals(torch.cat(level_boxes), torch.cat(level_objectness),
                                              torch.cat(level_ids), cfg)
             proposals.append(Detections(bboxes=boxes, scores=scores,
                                         labels=torch.zeros_like(scores, dtype=torch.int64)))

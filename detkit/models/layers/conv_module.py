@@ -1,6 +1,8 @@
 """ConvModule: a 2-D convolution followed by an optional normalization and activation."""
 from __future__ import annotations
 
+from typing import Any, Literal, cast
+
 from torch import Tensor, nn
 
 from detkit.models.layers.activation import INPLACE_ACTIVATIONS, build_activation_layer
@@ -51,8 +53,8 @@ class ConvModule(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool | str = 'auto',
-                 conv_cfg: dict | None = None, norm_cfg: dict | None = None,
-                 act_cfg: dict | None = dict(type='ReLU'), inplace: bool = True) -> None:
+                 conv_cfg: dict[str, Any] | None = None, norm_cfg: dict[str, Any] | None = None,
+                 act_cfg: dict[str, Any] | None = dict(type='ReLU'), inplace: bool = True) -> None:
         super().__init__()
         if conv_cfg is not None and (not isinstance(conv_cfg, dict)
                                      or conv_cfg.get('type') not in CONV_TYPES
@@ -67,7 +69,7 @@ class ConvModule(nn.Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f'ConvModule: groups={groups} must divide in_channels='
                              f'{in_channels} and out_channels={out_channels}')
-        with_bias = norm_cfg is None if bias == 'auto' else bias
+        with_bias = bias if isinstance(bias, bool) else norm_cfg is None  # bias='auto'
 
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=padding, dilation=dilation, groups=groups, bias=with_bias)
@@ -85,9 +87,11 @@ class ConvModule(nn.Module):
             act_cfg = dict(act_cfg)
             if act_cfg.get('type') in INPLACE_ACTIVATIONS:
                 act_cfg.setdefault('inplace', inplace)
-            self.activate = build_activation_layer(act_cfg)
+            activate = build_activation_layer(act_cfg)
+            self.activate = activate
             if act_cfg['type'] == 'LeakyReLU':
-                self._negative_slope = self.activate.negative_slope
+                assert isinstance(activate, nn.LeakyReLU)  # names the type for its attribute
+                self._negative_slope = activate.negative_slope
         self.reset_parameters()
 
     @property
@@ -97,15 +101,18 @@ class ConvModule(nn.Module):
 
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan_out) conv weight and zero bias; norm weight 1 and bias 0."""
-        nonlinearity = 'leaky_relu' if self._negative_slope > 0 else 'relu'
+        nonlinearity: Literal['leaky_relu', 'relu'] = (
+            'leaky_relu' if self._negative_slope > 0 else 'relu')
         nn.init.kaiming_normal_(self.conv.weight, a=self._negative_slope, mode='fan_out',
                                 nonlinearity=nonlinearity)
         if self.conv.bias is not None:
             nn.init.zeros_(self.conv.bias)
         norm = self.norm
-        if norm is not None and isinstance(getattr(norm, 'weight', None), nn.Parameter):
-            nn.init.ones_(norm.weight)
-            nn.init.zeros_(norm.bias)
+        weight = getattr(norm, 'weight', None)
+        if norm is not None and isinstance(weight, nn.Parameter):
+            nn.init.ones_(weight)
+            # An affine BN/GN: its bias is a Parameter too (nn.Module types it Tensor | Module).
+            nn.init.zeros_(cast(Tensor, norm.bias))
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply conv, then the norm and the activation when present.

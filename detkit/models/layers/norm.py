@@ -45,6 +45,12 @@ class FrozenBatchNorm2d(nn.Module):
         torch.Size([2, 8, 4, 4])
     """
 
+    # The buffers registered in __init__ (nn.Module.__getattr__ alone types them Tensor | Module).
+    weight: Tensor
+    bias: Tensor
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         if not isinstance(num_features, int) or num_features < 1:

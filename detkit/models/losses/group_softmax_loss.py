@@ -29,11 +29,15 @@ falls back to PyTorch where no kernel is compiled), and the reference otherwise.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
 from detkit.registry import MODELS
 
+# detkit.ops.group_softmax_cross_entropy, or None (declared first: the import may fail).
+_fused_group_softmax: Callable[..., Tensor] | None
 try:  # the fused kernel is an accelerator, never a requirement
     from detkit.ops.group_softmax import group_softmax_cross_entropy as _fused_group_softmax
 except ImportError:  # pragma: no cover - depends on what is installed
@@ -161,6 +165,7 @@ class GroupSoftmaxLoss(nn.Module):
                                          reduction='none' if weight is not None else 'sum')
         else:
             if label_groups is None:
+                assert group_table is not None  # the table form, checked at the top
                 label_groups = group_table.to(logits.device)[dataset_index]
             if logits.dtype in (torch.float16, torch.bfloat16):
                 logits = logits.float()

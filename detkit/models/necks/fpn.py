@@ -1,7 +1,7 @@
 """Feature Pyramid Network (Lin et al., 2017): backbone levels -> same-width pyramid levels."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch.nn.functional as F
 from mmengine.model import BaseModule
@@ -118,7 +118,8 @@ class FPN(BaseModule):
         self.no_norm_on_lateral = no_norm_on_lateral
         self.upsample_cfg = upsample_cfg
 
-        common = dict(conv_cfg=conv_cfg, act_cfg=act_cfg, inplace=False)
+        # The ConvModule arguments every conv shares (values of several types: Any).
+        common: dict[str, Any] = dict(conv_cfg=conv_cfg, act_cfg=act_cfg, inplace=False)
         self.lateral_convs = nn.ModuleList()
         self.fpn_convs = nn.ModuleList()
         for level in range(start_level, backbone_end_level):
