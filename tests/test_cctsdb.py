@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from detkit.datasets import CCTSDB_CLASSES, CCTSDBDataset, CocoDataset, load_cctsdb
-from detkit.datasets.cctsdb import image_size
-from detkit.datasets.transforms import decode_image
+from detkit.datasets.base_det_dataset import image_size
+from detkit.datasets.transforms import ImageDecodeError, decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -268,6 +268,39 @@ def test_png_with_exif_orientation_size_equals_the_decoded_size(tmp_path, orient
     image.save(tmp_path / 'rotated.png', exif=exif.tobytes())
     assert image_size(str(tmp_path / 'rotated.png')) == \
         decode_image(str(tmp_path / 'rotated.png')).shape[:2] == expected
+
+
+@pytest.mark.parametrize('suffix', ['.webp', '.tiff'])
+@pytest.mark.parametrize('orientation, expected', [(1, (20, 40)), (6, (40, 20)), (8, (40, 20))])
+def test_other_formats_with_exif_orientation_size_equals_the_decoded_size(tmp_path, suffix,
+                                                                           orientation,
+                                                                           expected):
+    from PIL import Image
+    image = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / f'rotated{suffix}'
+    image.save(path, exif=exif.tobytes())
+    assert image_size(str(path)) == decode_image(str(path)).shape[:2] == expected
+
+
+def test_image_size_reads_the_header_only_and_names_a_file_that_is_no_image(tmp_path):
+    ok, encoded = cv2.imencode('.png', np.zeros((30, 40, 3), np.uint8))
+    assert ok
+    cut = tmp_path / 'cut.png'
+    cut.write_bytes(encoded.tobytes()[:60])  # the header and nothing of the pixels
+    assert image_size(str(cut)) == (30, 40)
+    with pytest.raises(ImageDecodeError, match='is a truncated PNG'):
+        decode_image(str(cut))  # the pipeline, not the size, finds the file cut short
+    text = tmp_path / 'notes.jpg'
+    text.write_text('not an image')
+    with pytest.raises(ImageDecodeError, match=r"notes\.jpg' \(12 bytes\) cannot be decoded"):
+        image_size(str(text))
+    (tmp_path / 'empty.png').write_bytes(b'')
+    with pytest.raises(ImageDecodeError, match=r"empty\.png' is empty \(0 bytes\)"):
+        image_size(str(tmp_path / 'empty.png'))
+    with pytest.raises(FileNotFoundError):
+        image_size(str(tmp_path / 'missing.png'))
 
 
 # -------------------------------------------------------------------------------- data set

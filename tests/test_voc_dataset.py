@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detkit.datasets import FACEMASK_CLASSES, FaceMaskDataset, VOCDataset
 from detkit.datasets.voc import VOCAnnotationError
+from detkit.datasets.voc_xml import read_voc_xml
 from detkit.evaluation import CocoMetric
 from detkit.evaluation.coco_metric import coco_gt_from_results
 from detkit.registry import DATASETS
@@ -192,38 +194,97 @@ def test_unknown_classes_are_dropped_counted_and_named(root):
     # 4 + 1 + 1 objects in 3 files; 2 unknown classes, 1 box outside its 40 x 50 image.
     assert 'dropped 3 of 8 objects in 3 XML files' in message
     assert "2 with class not in metainfo['classes']" in message
-    assert "maksssksksss1.xml: object 1: class 'helmet'" in message
+    assert "maksssksksss1.xml:10: object 1: class 'helmet'" in message
     assert '1 with box entirely outside the image' in message
     assert data[1]['instances'] == [dict(bbox=[4.0, 4.0, 40.0, 50.0], bbox_label=1,
                                          ignore_flag=0)]
     with pytest.raises(VOCAnnotationError,
-                       match=r"maksssksksss1\.xml: object 1: class 'helmet' is not one of"):
+                       match=r"maksssksksss1\.xml:10: object 1: class 'helmet' is not one of"):
         load(root, strict_classes=True)
 
 
 @pytest.mark.parametrize('text, expected', [
     ('<annotation><object><name>with_mask</name></annotation>',
-     r'maksssksksss1\.xml:1:\d+: not a well-formed XML file'),
-    ('<annotations></annotations>', r'maksssksksss1\.xml: the root element must be '
+     r'maksssksksss1\.xml:1: not a well-formed XML file: mismatched tag \(column \d+\)'),
+    ('<annotations></annotations>', r'maksssksksss1\.xml:1: the root element must be '
                                     r'<annotation>.*<annotations>'),
     (_voc_xml('maksssksksss1.png', (40, 50), [dict(name='with_mask', box=(1, 1, 5, 5)),
                                                dict(name='with_mask', box=(1, 1, 5, ''))]),
-     r"maksssksksss1\.xml: object 1 \('with_mask'\): <bndbox> has no <ymax>"),
+     r"maksssksksss1\.xml:10: object 1 \('with_mask'\): <bndbox> has no <ymax>"),
     (_voc_xml('maksssksksss1.png', (40, 50), [dict(name='with_mask', box=(1, 'one', 5, 5))]),
-     r"object 0 \('with_mask'\): <ymin> is 'one', not a number"),
+     r"maksssksksss1\.xml:5: object 0 \('with_mask'\): <ymin> is 'one', not a number"),
     (_voc_xml('maksssksksss1.png', (40, 50), [dict(name='with_mask', box=(9, 1, 5, 5))]),
      r"object 0 \('with_mask'\): empty box \(xmin, ymin, xmax, ymax\) = \(9.0, 1.0, 5.0, 5.0\)"),
     (_voc_xml('maksssksksss1.png', (40, 50), [dict(name='with_mask', box=(1, 1, 'nan', 5))]),
      r"<xmax> is 'nan', not a finite number"),
     (_voc_xml('maksssksksss1.png', (40, 50), [dict(name='', box=(1, 1, 5, 5))]),
-     r'maksssksksss1\.xml: object 0: <object> has no <name>'),
+     r'maksssksksss1\.xml:5: object 0: <object> has no <name>'),
     (_voc_xml('maksssksksss1.png', ('wide', 50), []),
-     r"maksssksksss1\.xml: <size><width> is 'wide'"),
+     r"maksssksksss1\.xml:4: <size><width> is 'wide'"),
 ])
 def test_malformed_xml_raises_naming_file_object_and_field(root, text, expected):
     write(root, 'maksssksksss1', text)
     with pytest.raises(VOCAnnotationError, match=expected):
         load(root)
+
+
+def _line_of(text: str, needle: str, occurrence: int = 0) -> int:
+    """The 1-based line of the ``occurrence``-th line of ``text`` that contains ``needle``."""
+    return [n for n, line in enumerate(text.splitlines(), 1) if needle in line][occurrence]
+
+
+def test_errors_deep_in_a_file_name_file_and_line(root):
+    # A bad box value in the third object: the message names the line that object starts on.
+    objects = [dict(name='with_mask', box=(1, 1, 5, 5), difficult=0),
+               dict(name='without_mask', box=(2, 2, 6, 6)),
+               dict(name='with_mask', box=(3, 3, 'abc', 7), difficult=1)]
+    text = _voc_xml('maksssksksss1.png', (40, 50), objects)
+    path = write(root, 'maksssksksss1', text)
+    line = _line_of(text, '<object>', 2)
+    assert line == 16
+    with pytest.raises(VOCAnnotationError) as info:
+        load(root)
+    assert str(info.value) == (f"FaceMaskDataset: {path}:{line}: object 2 ('with_mask'): "
+                               "<xmax> is 'abc', not a number")
+    # A file that is not well-formed on line 14 (object 1's <bndbox>): expat's line and the
+    # 1-based column of the name in the wrong end tag.
+    broken = text.replace('<ymin>2</ymin>', '<ymin>2</ymax>')
+    assert _line_of(broken, '</ymax><xmax>6') == 14
+    assert broken.splitlines()[13].index('ymax>') + 1 == 36
+    write(root, 'maksssksksss1', broken)
+    with pytest.raises(VOCAnnotationError) as info:
+        load(root)
+    assert str(info.value) == (f'FaceMaskDataset: {path}:14: not a well-formed XML file: '
+                               'mismatched tag (column 36)')
+
+
+def test_read_voc_xml_tree_text_and_lines(tmp_path):
+    path = tmp_path / 'a.xml'
+    path.write_text('<?xml version="1.0"?>\n<annotation>\n  <filename>a.png</filename>\n'
+                    '  <segmented/>\n  <object><name>with_mask</name>\n'
+                    '    <bndbox><xmin>1</xmin></bndbox></object>\n'
+                    '  <object>\n    <name> without_mask </name>\n  </object>\n</annotation>\n')
+    root = read_voc_xml(str(path))
+    assert (root.tag, root.line) == ('annotation', 2)
+    assert [(c.tag, c.line) for c in root.children] == [
+        ('filename', 3), ('segmented', 4), ('object', 5), ('object', 7)]
+    assert root.child_text('filename') == 'a.png'
+    assert root.child_text('segmented') == ''  # present but empty
+    assert root.child_text('size') is None and root.child('size') is None  # absent
+    first, second = root.children_named('object')
+    assert first.child_text('name') == 'with_mask' and second.child_text('name') == \
+        ' without_mask '
+    bndbox = first.child('bndbox')
+    assert bndbox is not None and (bndbox.line, bndbox.child_text('xmin')) == (6, '1')
+
+    path.write_text('<annotation>\n  <object>\n    <name>a</nam>\n')
+    with pytest.raises(VOCAnnotationError, match=rf'^{re.escape(str(path))}:3: not a well-formed '
+                                                 r'XML file: mismatched tag \(column 14\)$'):
+        read_voc_xml(str(path))
+    path.write_text('\n\n<dataset/>\n')
+    with pytest.raises(VOCAnnotationError, match=r':3: the root element must be <annotation> '
+                                                 r'\(Pascal VOC\), got <dataset>$'):
+        read_voc_xml(str(path))
 
 
 def test_on_error_warn_drops_malformed_objects_and_files(root):
@@ -235,7 +296,7 @@ def test_on_error_warn_drops_malformed_objects_and_files(root):
     message = str(record[0].message)
     assert 'dropped 1 of 5 objects and skipped 1 of 3 XML files' in message
     assert "1 with a malformed object (on_error='warn') (e.g. " in message
-    assert "maksssksksss1.xml: object 0 ('with_mask'): <ymax> is 'x'" in message
+    assert "maksssksksss1.xml:5: object 0 ('with_mask'): <ymax> is 'x'" in message
     assert '1 with an XML file that is not well-formed or has a bad <size>' in message
     assert 'maksssksksss7.xml:1:' in message
     assert [d['img_id'] for d in data] == [0, 1]
@@ -253,8 +314,8 @@ def test_on_error_warn_skips_a_file_with_a_bad_size(root):
 def test_missing_image_raises_naming_the_xml_and_the_image(root):
     (root / 'images' / 'maksssksksss1.png').unlink()
     with pytest.raises(FileNotFoundError,
-                       match=r"maksssksksss1\.xml: image 'maksssksksss1\.png' is not in the "
-                             r'image folder'):
+                       match=r"maksssksksss1\.xml:3: image 'maksssksksss1\.png' is not in "
+                             r'the image folder'):
         load(root)
 
 

@@ -10,11 +10,11 @@ from .coco import COCO_CLASSES, CocoDataset
 from .joint import JointDataset, label_groups_for, union_classes
 from .samplers import AspectRatioBatchSampler
 from .synthetic import (
-           PARTIAL_CLASSES,
-           SHAPES_CATEGORIES,
-           make_facemask,
-           make_shapes,
-           make_shapes_partial,
+    PARTIAL_CLASSES,
+    SHAPES_CATEGORIES,
+    make_facemask,
+    make_shapes,
+    make_shapes_partial,
 )
 from .voc import FACEMASK_CLASSES, VOC_CLASSES, FaceMaskDataset, VOCDataset
 

@@ -1,91 +1,29 @@
 """The CCTSDB traffic-sign data set (CSUST Chinese Traffic Sign Detection Benchmark).
 
-Three classes, ``CCTSDB_CLASSES = ('warning', 'prohibitory', 'mandatory')``. Two annotation
-formats are read, chosen by what ``ann_file`` is:
-
-* a **text file** (CCTSDB 2017, ``GroundTruth.txt``): one line per box,
-  ``00000.png;x1;y1;x2;y2;class``, e.g. ``00000.png;527;377;555;404;warning``. Blank lines are
-  skipped; an image appears once per box, and only images with a box are listed.
-* a **folder of Pascal VOC XML files** (CCTSDB 2021, one ``.xml`` per image): every
-  ``<object>`` with ``<name>`` and ``<bndbox><xmin>..<ymax>``; ``<difficult>1</difficult>``
-  makes the box an ignore region (``ignore_flag=1``). The image file is ``<filename>`` in the
-  image folder, or, when that does not exist, the XML's stem with ``.jpg``/``.png``/``.jpeg``/
-  ``.bmp``. The 2021 XMLs spell one class ``mandatoty``: class names are matched after
-  stripping and lower-casing, through ``CLASS_ALIASES`` (``mandatoty -> mandatory``; pass
-  ``class_aliases`` for others).
-
-Coordinates are taken as ``(x1, y1, x2, y2)`` pixels without any +-1 (neither release says
-whether ``x2`` is inclusive; the difference is one pixel). The image size always comes from the
-image file itself (read from the PNG/JPEG header, EXIF orientation applied, so it equals what
-``LoadImageFromFile`` decodes; other formats are decoded), never from the annotation. Boxes
-reaching beyond the image are clipped to it (counted in one log line).
-
-Each image becomes one dict of the data list, the layout of :class:`CocoDataset`::
-
-    dict(img_path='data/cctsdb/images/00000.png', img_id=0, height=720, width=1280,
-         instances=[dict(bbox=[527.0, 377.0, 555.0, 404.0], bbox_label=0, ignore_flag=0)])
-
-``img_id`` is the file stem as an int when every stem is a distinct number (``00042.png`` ->
-42), else the position in the data list plus one.
-
-Bad input, and what happens (``tests/test_cctsdb.py`` checks each row). A *malformed entry*
-raises ``ValueError`` naming ``file:line`` and what is wrong with ``on_error='raise'`` (the
-default); with ``on_error='warn'`` it is skipped (a whole XML file when it cannot be parsed)
-and one warning gives the number of such entries and the first one.
-
-============================================  ===============================================
-problem                                       what happens
-============================================  ===============================================
-``ann_file`` missing; an XML folder without   ``FileNotFoundError`` naming it
-``.xml`` files
-an empty ``GroundTruth.txt`` (no box line)    ``ValueError`` naming the file
-a line without 6 ``;`` fields, an empty       malformed entry
-image name
-a coordinate that is not a number, NaN or     malformed entry
-infinite
-an empty box (``x2 <= x1`` or ``y2 <= y1``),  malformed entry
-negative width or height
-a box wholly outside its image (e.g. all      malformed entry
-coordinates negative)
-a box partly outside its image                clipped to the image; counted in one log line
-an unknown class (after ``CLASS_ALIASES``)    malformed entry; the message lists the classes
-an XML file that is empty, not well-formed    malformed entry (the whole file)
-or whose root is not ``<annotation>``
-an ``<object>`` without ``<name>``,           malformed entry
-``<bndbox>`` or one of its four values
-two XML files naming the same image           malformed entry (the second file)
-the same image on several text lines          normal (one line per box): merged into one image
-the same box, class and difficulty twice for  the repeat is dropped; counted in one warning
-one image
-an image that is not in the image folder      ``FileNotFoundError`` naming ``file:line``;
-                                              ``skip_missing_images=True`` skips and counts it
-                                              (the 2021 XML package holds the annotations of
-                                              the training and the test split together; the
-                                              image folder then selects the split)
-an image whose size cannot be read (empty,    ``bad_sample`` decides: ``'error'`` raises
-not an image) while loading; an image that    naming it, ``'skip'`` leaves it out in training
-cannot be decoded in the pipeline             (warned once, in ``skipped_files``); see
-                                              :mod:`detkit.datasets.bad_samples`
-no image left at all                          ``ValueError`` with the counts
-============================================  ===============================================
+Three classes, ``CCTSDB_CLASSES = ('warning', 'prohibitory', 'mandatory')``, in one of two
+formats chosen by ``ann_file``: the 2017 ``GroundTruth.txt`` (``00000.png;x1;y1;x2;y2;class``
+per box) or the 2021 folder of Pascal VOC XML files (read by :mod:`detkit.datasets.voc_xml`).
+Boxes are ``(x1, y1, x2, y2)`` pixels as written; an image's size always comes from the image
+file's header (:func:`~detkit.datasets.base_det_dataset.image_size`). Every message about an
+annotation names ``file:line``; docs/datasets.md ("CCTSDB") states what each bad input does
+(error, skipped and counted with ``on_error='warn'``, clipped).
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
-import struct
 import warnings
-import xml.parsers.expat
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from mmengine.logging import print_log
 
-from detkit.registry import DATASETS, TRANSFORMS
+from detkit.registry import DATASETS
 
-from .base_det_dataset import FILTER_KEYS, BaseDetDataset, DataInfo, PipelineStep
-from .transforms.loading import ImageDecodeError, decode_image
+from .base_det_dataset import BaseDetDataset, DataInfo, PipelineStep, image_size
+from .transforms.loading import ImageDecodeError
+from .voc_xml import VOCAnnotationError, XmlNode, read_voc_xml
 
 CCTSDB_CLASSES = ('warning', 'prohibitory', 'mandatory')
 
@@ -94,110 +32,6 @@ CLASS_ALIASES = {'mandatoty': 'mandatory'}
 
 IMAGE_EXTENSIONS = ('.jpg', '.png', '.jpeg', '.bmp')
 ON_ERROR_CHOICES = ('raise', 'warn')
-
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-# JPEG start-of-frame markers (baseline, progressive, lossless, ...); not DHT/JPG/DAC.
-_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """The ``(height, width)`` of an image file as :func:`decode_image` returns it.
-
-    PNG and JPEG sizes come from the file header (a few hundred bytes; a JPEG's EXIF orientation
-    5-8 swaps the sides, as OpenCV rotates such images when decoding); a PNG with an ``eXIf``
-    chunk (OpenCV 5 applies its orientation) and any other file are decoded.
-
-    Args:
-        path: the image file.
-
-    Returns:
-        ``(height, width)`` in pixels.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ImageDecodeError: (a ``ValueError``) the file is not a readable image.
-    """
-    with open(path, 'rb') as f:
-        head = f.read(64 * 1024)
-    size = None
-    if head.startswith(_PNG_SIGNATURE) and head[12:16] == b'IHDR' and _png_has_no_exif(head):
-        width, height = struct.unpack('>II', head[16:24])
-        size = (int(height), int(width))
-    elif head.startswith(b'\xff\xd8'):
-        size = _jpeg_size(head)
-    if size is None or min(size) <= 0:
-        height, width = decode_image(path).shape[:2]
-        size = (int(height), int(width))
-    return size
-
-
-def _png_has_no_exif(head: bytes) -> bool:
-    """Whether the chunks of a PNG before its first ``IDAT`` (within ``head``) hold no ``eXIf``.
-
-    ``False`` also when ``head`` ends before the first ``IDAT``: the size is then decoded.
-    """
-    pos = len(_PNG_SIGNATURE)
-    while pos + 8 <= len(head):
-        (length,) = struct.unpack('>I', head[pos:pos + 4])
-        chunk_type = head[pos + 4:pos + 8]
-        if chunk_type == b'IDAT':
-            return True
-        if chunk_type == b'eXIf':
-            return False
-        pos += 12 + length
-    return False
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """``(height, width)`` from a JPEG's start-of-frame and EXIF orientation; None if not found.
-
-    ``data`` is the start of the file; the frame header must lie within it.
-    """
-    pos, orientation = 2, 1
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
-            return None
-        (length,) = struct.unpack('>H', data[pos + 2:pos + 4])
-        segment = data[pos + 4:pos + 2 + length]
-        if marker == 0xE1 and segment.startswith(b'Exif\x00\x00'):
-            orientation = _exif_orientation(segment[6:])
-        elif marker in _JPEG_SOF_MARKERS:
-            if len(segment) < 5:
-                return None
-            height, width = struct.unpack('>HH', segment[1:5])
-            if orientation in (5, 6, 7, 8):  # rotated by 90 degrees when decoded
-                height, width = width, height
-            return int(height), int(width)
-        pos += 2 + length
-    return None
-
-
-def _exif_orientation(tiff: bytes) -> int:
-    """The EXIF orientation tag (0x0112) of IFD0 in a TIFF block; 1 when absent or unreadable."""
-    if len(tiff) < 8 or tiff[:2] not in (b'II', b'MM'):
-        return 1
-    order = '<' if tiff[:2] == b'II' else '>'
-    try:
-        (ifd,) = struct.unpack(order + 'I', tiff[4:8])
-        (count,) = struct.unpack(order + 'H', tiff[ifd:ifd + 2])
-        for k in range(count):
-            entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
-            tag, kind = struct.unpack(order + 'HH', entry[:4])
-            if tag == 0x0112 and kind == 3:  # SHORT
-                return int(struct.unpack(order + 'H', entry[8:10])[0])
-    except struct.error:
-        return 1
-    return 1
-
 
 @dataclass
 class _Problems:
@@ -224,7 +58,7 @@ def load_cctsdb(ann_file: str, img_dir: str, on_error: str = 'raise',
                 ) -> list[DataInfo]:
     """Read CCTSDB annotations (2017 text file or 2021 VOC XML folder) into a data list.
 
-    See the module docstring for the formats, the error policy and the dict layout.
+    docs/datasets.md ("CCTSDB") describes the formats, the error policy and the dict layout.
 
     Args:
         ann_file: ``GroundTruth.txt`` (2017) or a folder of ``*.xml`` files (2021).
@@ -412,12 +246,12 @@ def _read_voc_folder(ann_dir: str, reader: _ImageReader, on_error: str,
     for xml_name in xml_files:
         xml_path = os.path.join(ann_dir, xml_name)
         try:
-            root = _parse_xml(xml_path)
-        except _EntryError as err:
+            root = read_voc_xml(xml_path)
+        except VOCAnnotationError as err:
             _entry_problem(err, on_error, problems)
             continue
         stem = os.path.splitext(xml_name)[0]
-        filename = (_child_text(root, 'filename') or '').strip()
+        filename = (root.child_text('filename') or '').strip()
         names = ([filename] if filename else []) + [stem + ext for ext in IMAGE_EXTENSIONS]
         try:
             entry = reader.entry(names, f'{xml_path}:{root.line}')
@@ -426,9 +260,7 @@ def _read_voc_folder(ann_dir: str, reader: _ImageReader, on_error: str,
             continue
         if entry is None:
             continue
-        for obj in root.children:
-            if obj.tag != 'object':
-                continue
+        for obj in root.children_named('object'):
             where = f'{xml_path}:{obj.line}'
             try:
                 entry['instances'].append(_voc_instance(obj, where, aliases, entry, problems))
@@ -438,10 +270,10 @@ def _read_voc_folder(ann_dir: str, reader: _ImageReader, on_error: str,
     return data_list
 
 
-def _voc_instance(obj: '_Node', where: str, aliases: dict[str, str], entry: DataInfo,
+def _voc_instance(obj: XmlNode, where: str, aliases: dict[str, str], entry: DataInfo,
                   problems: _Problems) -> dict[str, Any]:
     """One ``<object>`` -> an instance dict."""
-    name = _child_text(obj, 'name')
+    name = obj.child_text('name')
     if name is None:
         raise _EntryError(f'{where}: <object> has no <name>')
     label = _class_label(name, where, aliases)
@@ -450,12 +282,12 @@ def _voc_instance(obj: '_Node', where: str, aliases: dict[str, str], entry: Data
         raise _EntryError(f'{where}: <object> has no <bndbox>')
     values = []
     for key in ('xmin', 'ymin', 'xmax', 'ymax'):
-        text = _child_text(box, key)
+        text = box.child_text(key)
         if text is None:
             raise _EntryError(f'{where}: <bndbox> (line {box.line}) has no <{key}>')
         values.append(text)
     coords = _parse_coordinates(values, where)
-    difficult = (_child_text(obj, 'difficult') or '0').strip()
+    difficult = (obj.child_text('difficult') or '0').strip()
     return _instance(coords, label, int(difficult not in ('', '0')), entry, where, problems)
 
 
@@ -503,8 +335,9 @@ def _instance(coords: list[float], label: int, ignore_flag: int, entry: DataInfo
     return dict(bbox=clipped, bbox_label=label, ignore_flag=ignore_flag)
 
 
-def _entry_problem(err: _EntryError, on_error: str, problems: _Problems) -> None:
-    """Raise ``err`` as a ``ValueError`` or count it, following ``on_error``."""
+def _entry_problem(err: ValueError, on_error: str, problems: _Problems) -> None:
+    """Raise ``err`` (an ``_EntryError`` or ``VOCAnnotationError``, naming ``file:line``) as a
+    ``ValueError`` or count it, following ``on_error``."""
     if on_error == 'raise':
         raise ValueError(f'CCTSDBDataset: {err}') from None
     problems.count += 1
@@ -536,64 +369,12 @@ def _assign_image_ids(data_list: list[DataInfo]) -> None:
         entry['img_id'] = int(stem) if numeric else index + 1
 
 
-class _Node:
-    """An XML element: tag, text, children and the line it starts on."""
-
-    __slots__ = ('tag', 'line', 'text', 'children')
-
-    def __init__(self, tag: str, line: int) -> None:
-        self.tag, self.line, self.text = tag, line, ''
-        self.children: list[_Node] = []
-
-    def child(self, tag: str) -> '_Node | None':
-        return next((c for c in self.children if c.tag == tag), None)
-
-
-def _child_text(node: _Node, tag: str) -> str | None:
-    child = node.child(tag)
-    return None if child is None else child.text
-
-
-def _parse_xml(path: str) -> _Node:
-    """Parse an XML file into ``_Node`` s with line numbers; the root must be <annotation>."""
-    parser = xml.parsers.expat.ParserCreate()
-    stack: list[_Node] = []
-    roots: list[_Node] = []
-
-    def start(tag: str, attrs: dict[str, str]) -> None:
-        node = _Node(tag, parser.CurrentLineNumber)
-        (stack[-1].children if stack else roots).append(node)
-        stack.append(node)
-
-    def end(tag: str) -> None:
-        stack.pop()
-
-    def text(data: str) -> None:
-        if stack:
-            stack[-1].text += data
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text
-    with open(path, 'rb') as f:
-        data = f.read()
-    try:
-        parser.Parse(data, True)
-    except xml.parsers.expat.ExpatError as err:
-        raise _EntryError(f'{path}:{err.lineno}: not a well-formed XML file: '
-                          f'{xml.parsers.expat.ErrorString(err.code)}') from None
-    if not roots or roots[0].tag != 'annotation':
-        raise _EntryError(f'{path}:1: the root element must be <annotation> (Pascal VOC), got '
-                          f'<{roots[0].tag if roots else ""}>')
-    return roots[0]
-
-
 @DATASETS.register_module()
 class CCTSDBDataset(BaseDetDataset):
     """CCTSDB traffic signs (2017 ``GroundTruth.txt`` or 2021 VOC XML folder), boxes only.
 
     Labels ``0, 1, 2`` are ``warning``, ``prohibitory``, ``mandatory`` (``CCTSDB_CLASSES``).
-    The module docstring describes the formats, the error policy and the data-list layout
+    docs/datasets.md ("CCTSDB") describes the formats, the error policy and the data-list layout
     (that of :class:`CocoDataset`, so the transforms and a :class:`JointDataset` treat both
     alike).
 
@@ -603,7 +384,7 @@ class CCTSDBDataset(BaseDetDataset):
         data_root: the folder holding the data set, e.g. ``'data/cctsdb/'``.
         data_prefix: ``dict(img=folder)``: the image folder, relative to ``data_root`` unless
             absolute.
-        on_error: ``'raise'`` or ``'warn'`` for malformed entries (see the module docstring).
+        on_error: ``'raise'`` or ``'warn'`` for malformed entries (see docs/datasets.md).
         skip_missing_images: skip annotations whose image is not in the image folder (needed
             when one XML folder covers several splits) instead of raising.
         class_aliases: extra ``misspelling -> class name`` pairs (``mandatoty`` is built in).
@@ -650,17 +431,9 @@ class CCTSDBDataset(BaseDetDataset):
                  indices: int | Sequence[int] | None = None,
                  max_refetch: int = 1000,
                  bad_sample: str = 'error') -> None:
-        data_prefix = dict(img='') if data_prefix is None else dict(data_prefix)
-        if 'img' not in data_prefix:
-            raise KeyError(f"CCTSDBDataset: data_prefix must have the key 'img' (the image "
-                           f'folder), got {data_prefix}')
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f'CCTSDBDataset: on_error={on_error!r}; expected one of '
                              f'{list(ON_ERROR_CHOICES)}')
-        unknown = sorted(set(filter_cfg or {}) - set(FILTER_KEYS))
-        if unknown:
-            raise ValueError(f'CCTSDBDataset: unknown filter_cfg keys {unknown}; expected some '
-                             f'of {list(FILTER_KEYS)}')
         if metainfo is not None and tuple(metainfo.get('classes', CCTSDB_CLASSES)) != \
                 CCTSDB_CLASSES:
             raise ValueError(f"CCTSDBDataset: metainfo['classes'] must be {CCTSDB_CLASSES} (the "
@@ -668,17 +441,16 @@ class CCTSDBDataset(BaseDetDataset):
         self.on_error = on_error
         self.skip_missing_images = skip_missing_images
         self.class_aliases = dict(class_aliases or {})
-        built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo,
-                         data_root=data_root, data_prefix=data_prefix, filter_cfg=filter_cfg,
-                         indices=indices, serialize_data=serialize_data, pipeline=built,
-                         test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
+        super().__init__(ann_file=ann_file, data_root=data_root, data_prefix=data_prefix,
+                         filter_cfg=filter_cfg, pipeline=pipeline, test_mode=test_mode,
+                         metainfo=metainfo, lazy_init=lazy_init, serialize_data=serialize_data,
+                         indices=indices, max_refetch=max_refetch, bad_sample=bad_sample)
 
     def load_data_list(self) -> list[DataInfo]:
         """Read ``ann_file`` (see :func:`load_cctsdb`).
 
         Returns:
-            One dict per image (see the module docstring).
+            One dict per image (see docs/datasets.md).
         """
         def unreadable(path: str, err: Exception, where: str) -> None:
             self.bad_samples.unreadable(path, err, test_mode=self.test_mode, where=where)

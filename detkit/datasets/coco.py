@@ -1,54 +1,11 @@
 """The COCO detection data set: a COCO-format JSON file read into mmengine's data list.
 
-Each image becomes one dict of the data list::
-
-    dict(img_path='data/coco/val2017/000000000139.jpg', img_id=139, height=426, width=640,
-         instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=0, ignore_flag=0), ...])
-
-Boxes are ``(x1, y1, x2, y2)`` in absolute pixels of the image as a viewer shows it (EXIF
-orientation applied), converted from COCO's ``(x, y, w, h)`` without any ``+1``. ``iscrowd=1``
-annotations are kept as ignore regions (``ignore_flag=1``). Labels are contiguous
-``0 .. K-1`` in the order of ``metainfo['classes']``; ``cat_ids[label]`` is the file's
-category id.
-
-Bad input, and what happens (``tests/test_coco_dataset.py`` checks each row):
-
-=============================================  ==============================================
-problem                                        what happens
-=============================================  ==============================================
-``ann_file`` missing                           ``FileNotFoundError`` with the expected layout
-empty file, not JSON, not a JSON object        ``ValueError`` naming the file
-no ``images``/``annotations``/``categories``   ``ValueError`` naming the file and the key
-key, or one that is not a list; no images
-an image that is not an object, misses         ``ValueError`` naming ``images[i]``
-``id``/``file_name``/``height``/``width``, has
-a ``height``/``width`` that is not a positive
-integer or a ``file_name`` that is not a
-non-empty string
-an image id or a ``file_name`` listed twice    ``ValueError`` naming both entries
-an annotation that is not an object, misses    ``ValueError`` naming ``annotations[i]``
-``id``/``image_id``/``category_id``, or has
-one that is not a number or string
-an annotation id used twice                    ``ValueError``: pycocotools (and so
-                                               ``CocoMetric``) looks annotations up by id and
-                                               would see only one of them
-a category that is not an object, misses       ``ValueError`` naming ``categories[i]``
-``id``/``name``; a category id used twice
-``category_id`` not among the categories       dropped; counted in one warning per file
-``image_id`` not among the images              dropped; counted in the same warning
-``bbox`` missing or not 4 numbers              dropped; counted in the same warning
-``bbox`` with a NaN or infinite value          dropped; counted in the same warning
-``bbox`` width or height <= 0                  dropped; counted in the same warning
-``bbox`` entirely outside its image            dropped; counted in the same warning
-``bbox`` partly outside its image              clipped to the image; counted in one log line
-a category that ``metainfo['classes']``        left out on purpose, silently
-leaves out
-an image file that is missing or undecodable   when loaded: ``bad_sample`` decides (raise, or
-                                               skip in training; see
-                                               :mod:`detkit.datasets.bad_samples`)
-=============================================  ==============================================
-
-The warning names the file, the count per reason and one example annotation per reason.
+Each image becomes one dict (``img_path``, ``img_id``, ``height``, ``width``, ``instances``);
+boxes are ``(x1, y1, x2, y2)`` in absolute pixels, converted from COCO's ``(x, y, w, h)``
+without any ``+1``; ``iscrowd=1`` annotations become ignore regions (``ignore_flag=1``); labels
+are ``0 .. K-1`` in the order of ``metainfo['classes']``. docs/datasets.md ("COCO") states what
+each bad input does (error, dropped and counted, clipped), checked by
+``tests/test_coco_dataset.py``.
 """
 from __future__ import annotations
 
@@ -66,9 +23,9 @@ from mmengine.dataset.base_dataset import force_full_init
 from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
-from detkit.registry import DATASETS, TRANSFORMS
+from detkit.registry import DATASETS
 
-from .base_det_dataset import FILTER_KEYS, BaseDetDataset, DataInfo, PipelineStep
+from .base_det_dataset import BaseDetDataset, DataInfo, PipelineStep
 
 COCO_CLASSES = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
@@ -146,23 +103,12 @@ class CocoDataset(BaseDetDataset):
                  indices: int | Sequence[int] | None = None,
                  max_refetch: int = 1000,
                  bad_sample: str = 'error') -> None:
-        data_prefix = dict(img='') if data_prefix is None else dict(data_prefix)
-        if 'img' not in data_prefix:
-            raise KeyError(f"CocoDataset: data_prefix must have the key 'img' (the image folder), "
-                           f'got {data_prefix}')
-        unknown = sorted(set(filter_cfg or {}) - set(FILTER_KEYS))
-        if unknown:
-            raise ValueError(f'CocoDataset: unknown filter_cfg keys {unknown}; '
-                             f'expected some of {list(FILTER_KEYS)}')
         self._cat_ids: list[int] = []
         self._cat2label: dict[int, int] = {}
-        # mmengine's Compose looks types up in its root registry, which finds detkit's transforms
-        # only inside a Runner (default_scope='detkit'); building them here works everywhere.
-        built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(bad_sample=bad_sample, ann_file=ann_file, metainfo=metainfo,
-                         data_root=data_root, data_prefix=data_prefix, filter_cfg=filter_cfg,
-                         indices=indices, serialize_data=serialize_data, pipeline=built,
-                         test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
+        super().__init__(ann_file=ann_file, data_root=data_root, data_prefix=data_prefix,
+                         filter_cfg=filter_cfg, pipeline=pipeline, test_mode=test_mode,
+                         metainfo=metainfo, lazy_init=lazy_init, serialize_data=serialize_data,
+                         indices=indices, max_refetch=max_refetch, bad_sample=bad_sample)
 
     @property
     @force_full_init
@@ -177,7 +123,7 @@ class CocoDataset(BaseDetDataset):
         return dict(self._cat2label)
 
     def load_data_list(self) -> list[DataInfo]:
-        """Read ``ann_file`` into one dict per image (see the module docstring).
+        """Read ``ann_file`` into one dict per image (layout: the module docstring).
 
         Returns:
             The data list, in the order of the file's ``images``.
@@ -185,7 +131,7 @@ class CocoDataset(BaseDetDataset):
         Raises:
             FileNotFoundError: ``ann_file`` does not exist (the message shows the layout).
             ValueError: the file is empty or not JSON, or breaks one of the structural rules
-                of the module docstring's table, or a class of ``metainfo['classes']`` is not
+                of docs/datasets.md ("COCO"), or a class of ``metainfo['classes']`` is not
                 a category of the file.
         """
         dataset = _read_coco_json(self.ann_file, self.data_root)
@@ -321,7 +267,7 @@ def _is_id(value: Any) -> bool:
 
 
 def _check_images(ann_file: str, images: list[Any]) -> None:
-    """Raise ``ValueError`` for a malformed or repeated entry of ``images`` (see the table)."""
+    """Raise ``ValueError`` for a malformed or repeated entry of ``images`` (docs/datasets.md)."""
     index_of_id: dict[Any, int] = {}
     index_of_name: dict[str, int] = {}
     for index, img in enumerate(images):

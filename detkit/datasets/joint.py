@@ -29,9 +29,9 @@ from mmengine.logging import print_log
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from detkit.registry import DATASETS, TRANSFORMS
+from detkit.registry import DATASETS
 
-from .base_det_dataset import DataInfo, PipelineStep
+from .base_det_dataset import DataInfo, PipelineStep, build_transforms
 
 
 def union_classes(dataset_classes: Sequence[Sequence[str]]) -> tuple[str, ...]:
@@ -156,8 +156,7 @@ class JointDataset(Dataset[Any]):
         self.label_offsets = tuple(int(o) for o in offsets[:-1])
         self.label_groups = label_groups_for(self.dataset_classes)
         self._label_groups_np = self.label_groups.numpy()
-        self.pipeline: list[Callable[[DataInfo], DataInfo | None]] = [
-            TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        self.pipeline: list[Callable[[DataInfo], DataInfo | None]] = build_transforms(pipeline)
         self.test_mode = test_mode
         self.max_refetch = max_refetch
         self._cumulative_sizes: list[int] = []

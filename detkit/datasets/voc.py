@@ -1,68 +1,12 @@
 """Pascal VOC XML detection data sets: one ``.xml`` file per image, e.g. the Kaggle face masks.
 
-The layout is that of the public Kaggle face-mask detection set (853 images; classes
-``with_mask``, ``without_mask``, ``mask_weared_incorrect``) and of the synthetic set that
-``python tools/misc/make_synthetic.py facemask`` writes::
-
-    data_root/
-      annotations/maksssksksss0.xml ...   one Pascal VOC XML file per image
-      images/maksssksksss0.png ...        the images
-      train.txt, val.txt                  optional split files: one file stem per line
-
-Each XML file is read for ``<filename>``, ``<size><width><height>`` and every ``<object>`` with
-``<name>``, ``<difficult>`` (optional, 0 when absent) and ``<bndbox><xmin><ymin><xmax><ymax>``;
-other tags (``<folder>``, ``<depth>``, ``<pose>``, ``<truncated>``, ``<occluded>``, ...) are
-ignored. Pascal VOC itself reads with ``data_prefix=dict(img='JPEGImages/',
-ann='Annotations/')``, ``ann_file='ImageSets/Main/trainval.txt'`` and its 20 classes (the
-default ``metainfo`` of :class:`VOCDataset`).
-
-Which images: ``ann_file`` names a split file (one stem per line, blank lines and ``#``
-comments skipped), or ``stems`` lists the stems directly; with neither, every ``*.xml`` of the
-annotation folder is read, sorted by name. The Kaggle set ships without split files: see
-``configs/_base_/datasets/facemask_voc.py`` for how to make them.
-
-Box convention. VOC coordinates are 1-based pixel indices and ``xmax``/``ymax`` are inclusive:
-a box with ``xmin=1, xmax=10`` covers the first ten pixel columns. detkit's boxes are
-continuous 0-based pixel coordinates in which pixel column ``c`` (0-based) spans ``[c, c + 1)``
-(as in :mod:`detkit.datasets.synthetic` and COCO), so::
-
-    x1 = xmin - 1,  y1 = ymin - 1,  x2 = xmax,  y2 = ymax     (width = xmax - xmin + 1)
-
-Coordinates are kept as floats (no rounding); boxes reaching beyond the image are clipped to it
-(counted in one log line), so a ``xmin`` of 0, which some annotation tools write, becomes
-``x1 = 0``. :class:`~detkit.evaluation.CocoMetric` with ``ann_file=None`` evaluates against the
-boxes this class produces, so ground truth and detections share this convention.
-
-``difficult``: an object with ``<difficult>1</difficult>`` becomes an ignore region
-(``ignore_flag=1``, in ``gt_ignore_bboxes``): no anchor is trained on it as foreground or
-background, and the metric neither counts it as a miss nor a detection on it as a false
-positive. ``use_difficult=True`` trains and evaluates such objects as ordinary ones.
-
-Image size: from ``<size>``; when ``<size>``, ``<width>`` or ``<height>`` is missing or 0, from
-the image file (its PNG/JPEG header). ``LoadImageFromFile`` later checks that the decoded image
-has this size.
-
-Problems, and what happens:
-
-* an XML file that is not well-formed or whose root is not ``<annotation>``, an ``<object>``
-  without ``<name>``, ``<bndbox>`` or one of its four fields, a coordinate that is not a finite
-  number, ``xmax < xmin`` or ``ymax < ymin``, a ``<size>`` value that is not a number:
-  ``on_error='raise'`` (the default) raises ``ValueError`` naming the file, the object (0-based
-  index among the file's ``<object>`` s) and the field; ``on_error='warn'`` drops the object (a
-  whole file when it cannot be parsed or its ``<size>`` is bad) and counts it in one warning;
-* an object whose class is not in ``metainfo['classes']``: dropped and counted in one warning
-  that names the file and the class (``strict_classes=True``: ``ValueError``);
-* a box wholly outside its image: dropped and counted in the same warning;
-* an image file that does not exist, a split file or a listed XML file that does not exist:
-  ``FileNotFoundError`` naming it.
-
-Each image becomes one dict of the data list, the layout of :class:`CocoDataset`::
-
-    dict(img_path='data/facemask/images/maksssksksss0.png', img_id=0, height=366, width=512,
-         instances=[dict(bbox=[78.0, 104.0, 109.0, 142.0], bbox_label=1, ignore_flag=0)])
-
-``img_id`` is the number that ends every stem when all the read stems end in distinct numbers
-(``maksssksksss12`` -> 12, ``train00007`` -> 7), else the position in the data list plus one.
+The layout is ``data_root/annotations/<stem>.xml`` + ``data_root/images/<stem>.png`` with
+optional split files (one stem per line), as in the Kaggle face-mask set and the synthetic one
+of ``tools/misc/make_synthetic.py facemask``; the XML files are read by
+:func:`~detkit.datasets.voc_xml.read_voc_xml`. VOC's 1-based inclusive pixel indices become
+continuous 0-based boxes: ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax``; a
+``difficult`` object becomes an ignore region. docs/datasets.md ("Pascal VOC XML") gives the
+details and what each bad input does (error naming ``file:line``, dropped and counted, clipped).
 """
 from __future__ import annotations
 
@@ -70,16 +14,15 @@ import logging
 import math
 import os
 import warnings
-import xml.etree.ElementTree as ET
 from collections import Counter
 from typing import Any, Sequence
 
 from mmengine.logging import print_log
 
-from detkit.registry import DATASETS, TRANSFORMS
+from detkit.registry import DATASETS
 
-from .base_det_dataset import FILTER_KEYS, BaseDetDataset, DataInfo, PipelineStep
-from .cctsdb import image_size
+from .base_det_dataset import BaseDetDataset, DataInfo, PipelineStep, image_size
+from .voc_xml import VOCAnnotationError, XmlNode, read_voc_xml
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
                'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
@@ -100,13 +43,9 @@ _DROP_REASONS = {
 }
 
 
-class VOCAnnotationError(ValueError):
-    """A malformed XML file or ``<object>``; the message names the file and the field."""
-
-
 @DATASETS.register_module()
 class VOCDataset(BaseDetDataset):
-    """A Pascal VOC XML detection data set (boxes only); see the module docstring.
+    """A Pascal VOC XML detection data set (boxes only); see docs/datasets.md.
 
     Args:
         ann_file: a split file (one image stem per line), relative to ``data_root`` unless
@@ -119,7 +58,7 @@ class VOCDataset(BaseDetDataset):
             as ignore regions.
         strict_classes: raise ``ValueError`` for an object whose class is not in
             ``metainfo['classes']`` instead of dropping and counting it.
-        on_error: ``'raise'`` or ``'warn'`` for malformed XML (see the module docstring).
+        on_error: ``'raise'`` or ``'warn'`` for malformed XML (see docs/datasets.md).
         filter_cfg: in training only: ``filter_empty_gt=True`` drops images without a
             non-ignored object; ``min_size=32`` drops images whose shorter side is below 32 px.
         pipeline: transforms (configs, built from detkit's ``TRANSFORMS``, or callables).
@@ -179,27 +118,20 @@ class VOCDataset(BaseDetDataset):
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f'{name}: on_error={on_error!r}; expected one of '
                              f'{list(ON_ERROR_CHOICES)}')
-        unknown = sorted(set(filter_cfg or {}) - set(FILTER_KEYS))
-        if unknown:
-            raise ValueError(f'{name}: unknown filter_cfg keys {unknown}; expected some of '
-                             f'{list(FILTER_KEYS)}')
         self.stems = None if stems is None else [str(s) for s in stems]
         self.use_difficult = use_difficult
         self.strict_classes = strict_classes
         self.on_error = on_error
-        # mmengine's Compose looks types up in its root registry, which finds detkit's transforms
-        # only inside a Runner (default_scope='detkit'); building them here works everywhere.
-        built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
-        super().__init__(bad_sample=bad_sample, ann_file=ann_file or '', metainfo=metainfo,
-                         data_root=data_root, data_prefix=data_prefix, filter_cfg=filter_cfg,
-                         indices=indices, serialize_data=serialize_data, pipeline=built,
-                         test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
+        super().__init__(ann_file=ann_file or '', data_root=data_root, data_prefix=data_prefix,
+                         filter_cfg=filter_cfg, pipeline=pipeline, test_mode=test_mode,
+                         metainfo=metainfo, lazy_init=lazy_init, serialize_data=serialize_data,
+                         indices=indices, max_refetch=max_refetch, bad_sample=bad_sample)
 
     def load_data_list(self) -> list[DataInfo]:
         """Read the XML files of the chosen stems into one dict per image.
 
         Returns:
-            The data list (see the module docstring), in the order of the split file, of
+            The data list (see docs/datasets.md), in the order of the split file, of
             ``stems`` or of the sorted XML file names.
 
         Raises:
@@ -229,15 +161,15 @@ class VOCDataset(BaseDetDataset):
         for stem in stems:
             xml_path = os.path.join(ann_dir, stem + '.xml')
             try:
-                root = _parse_voc_xml(xml_path)
+                root = read_voc_xml(xml_path)
                 entry = self._image_entry(root, xml_path, stem, img_dir)
             except VOCAnnotationError as err:
                 self._problem(err, 'unreadable_file', drops, examples)
                 continue
-            objects = [child for child in root if child.tag == 'object']
+            objects = root.children_named('object')
             num_objects += len(objects)
             for index, obj in enumerate(objects):
-                where = f'{xml_path}: object {index}'
+                where = f'{xml_path}:{obj.line}: object {index}'
                 try:
                     name, coords, difficult = _parse_object(obj, where)
                 except VOCAnnotationError as err:
@@ -301,17 +233,19 @@ class VOCDataset(BaseDetDataset):
                 f'{os.path.join(ann_dir, missing[0] + ".xml")!r}')
         return stems
 
-    def _image_entry(self, root: ET.Element, xml_path: str, stem: str,
+    def _image_entry(self, root: XmlNode, xml_path: str, stem: str,
                      img_dir: str) -> DataInfo:
         """The data-list dict of one XML file, without instances yet (they follow)."""
-        filename = (root.findtext('filename') or '').strip()
+        filename_node = root.child('filename')
+        filename = '' if filename_node is None else filename_node.text.strip()
         names = ([filename] if filename else []) + [stem + ext for ext in IMAGE_EXTENSIONS]
         path = next((os.path.join(img_dir, n) for n in names
                      if os.path.isfile(os.path.join(img_dir, n))), None)
         if path is None:
+            line = root.line if filename_node is None else filename_node.line
             raise FileNotFoundError(
-                f'{type(self).__name__}: {xml_path}: image {names[0]!r} is not in the image '
-                f"folder {img_dir!r} (data_prefix['img']); looked for {names}")
+                f'{type(self).__name__}: {xml_path}:{line}: image {names[0]!r} is not in the '
+                f"image folder {img_dir!r} (data_prefix['img']); looked for {names}")
         width, height = _xml_size(root, xml_path)
         if not width or not height:  # missing or 0: the image knows
             height, width = image_size(path)
@@ -370,51 +304,42 @@ def _read_split_file(path: str, name: str) -> list[str]:
     return stems
 
 
-def _parse_voc_xml(path: str) -> ET.Element:
-    """Parse a VOC XML file; its root must be ``<annotation>``."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        line, column = err.position
-        raise VOCAnnotationError(f'{path}:{line}:{column}: not a well-formed XML file '
-                                 f'({err})') from None
-    if root.tag != 'annotation':
-        raise VOCAnnotationError(f'{path}: the root element must be <annotation> (Pascal VOC), '
-                                 f'got <{root.tag}>')
-    return root
-
-
-def _xml_size(root: ET.Element, xml_path: str) -> tuple[int, int]:
+def _xml_size(root: XmlNode, xml_path: str) -> tuple[int, int]:
     """``(width, height)`` from ``<size>``; 0 for a missing value."""
-    size = root.find('size')
+    size = root.child('size')
     values = []
     for key in ('width', 'height'):
-        text = None if size is None else size.findtext(key)
-        if text is None or not text.strip():
+        node = None if size is None else size.child(key)
+        if node is None or not node.text.strip():
             values.append(0)
             continue
+        text = node.text
         try:
             value = float(text)
         except ValueError:
             value = float('nan')
         if not math.isfinite(value) or value < 0 or value != int(value):
-            raise VOCAnnotationError(f'{xml_path}: <size><{key}> is {text.strip()!r}; expected '
-                                     'a whole number of pixels (0 or absent: read from the image)')
+            raise VOCAnnotationError(f'{xml_path}:{node.line}: <size><{key}> is '
+                                     f'{text.strip()!r}; expected a whole number of pixels (0 or '
+                                     'absent: read from the image)')
         values.append(int(value))
     return values[0], values[1]
 
 
-def _parse_object(obj: ET.Element, where: str) -> tuple[str, list[float], bool]:
-    """One ``<object>`` -> ``(class name, [xmin, ymin, xmax, ymax], difficult)``."""
-    name = (obj.findtext('name') or '').strip()
+def _parse_object(obj: XmlNode, where: str) -> tuple[str, list[float], bool]:
+    """One ``<object>`` -> ``(class name, [xmin, ymin, xmax, ymax], difficult)``.
+
+    ``where`` is ``file:line: object i`` (the object's line and index), for messages.
+    """
+    name = (obj.child_text('name') or '').strip()
     if not name:
         raise VOCAnnotationError(f'{where}: <object> has no <name>')
-    box = obj.find('bndbox')
+    box = obj.child('bndbox')
     if box is None:
         raise VOCAnnotationError(f'{where} ({name!r}): <object> has no <bndbox>')
     coords = []
     for key in BOX_FIELDS:
-        text = box.findtext(key)
+        text = box.child_text(key)
         if text is None or not text.strip():
             raise VOCAnnotationError(f'{where} ({name!r}): <bndbox> has no <{key}>')
         try:
@@ -431,7 +356,7 @@ def _parse_object(obj: ET.Element, where: str) -> tuple[str, list[float], bool]:
         raise VOCAnnotationError(f'{where} ({name!r}): empty box (xmin, ymin, xmax, ymax) = '
                                  f'{tuple(coords)}; need xmax >= xmin and ymax >= ymin '
                                  '(inclusive 1-based pixel indices)')
-    difficult = (obj.findtext('difficult') or '0').strip()
+    difficult = (obj.child_text('difficult') or '0').strip()
     try:
         is_difficult = float(difficult) != 0
     except ValueError:
