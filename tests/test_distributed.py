@@ -1,18 +1,24 @@
-"""Two CPU processes (torchrun, gloo) against one process with the same global batch."""
+"""Two CPU processes (torchrun, gloo) against one process with the same global batch, and the
+one private mmengine function that detkit replaces for CPU runs."""
 from __future__ import annotations
 
 import json
 import os
 import os.path as osp
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import mmengine
 import pytest
 import torch
+import torch.distributed as torch_dist
+from mmengine.dist import utils as mmengine_dist_utils
 
 from detkit.datasets.synthetic import make_shapes
+from detkit.engine.distributed import MMENGINE_INIT_PYTORCH, enable_cpu_process_group
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
@@ -127,3 +133,52 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path, shapes_root):
         assert a['score'] == pytest.approx(b['score'], abs=1e-6)
     assert len(both_dets) == len(one_dets)
     assert reported_map(both) == reported_map(one)
+
+
+def test_mmengine_keeps_the_private_function_detkit_replaces():
+    where = f'mmengine {mmengine.__version__}: mmengine.dist.utils.{MMENGINE_INIT_PYTORCH}'
+    assert callable(getattr(mmengine_dist_utils, MMENGINE_INIT_PYTORCH, None)), (
+        f'{where} no longer exists. detkit/engine/distributed.py replaces it so that '
+        f'"torchrun ... --launcher pytorch" creates its process group on a machine without '
+        f'CUDA; find what init_dist calls now, or a public hook that makes the patch unneeded')
+    assert MMENGINE_INIT_PYTORCH in mmengine_dist_utils.init_dist.__code__.co_names, (
+        f'{where}: mmengine.dist.init_dist no longer calls it, so detkit\'s replacement '
+        f'(detkit/engine/distributed.py) has no effect on CPU distributed runs')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_init_dist_creates_a_gloo_group_without_touching_cuda(monkeypatch):
+    # Restored after the test, like everything below.
+    monkeypatch.setattr(mmengine_dist_utils, MMENGINE_INIT_PYTORCH,
+                        getattr(mmengine_dist_utils, MMENGINE_INIT_PYTORCH))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+
+    def set_device(device):
+        raise AssertionError(f'torch.cuda.set_device({device}) called on a machine without CUDA')
+
+    monkeypatch.setattr(torch.cuda, 'set_device', set_device)
+    # init_dist would otherwise fix this process's start method to 'spawn'.
+    monkeypatch.setattr(mmengine_dist_utils.mp, 'get_start_method',
+                        lambda allow_none=False: 'fork')
+    for name, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+                            MASTER_PORT=str(_free_port())).items():
+        monkeypatch.setenv(name, value)
+
+    enable_cpu_process_group()
+    enable_cpu_process_group()  # idempotent: still wraps mmengine's own function
+    assert getattr(mmengine_dist_utils, MMENGINE_INIT_PYTORCH).__module__ == \
+        'detkit.engine.distributed'
+    mmengine.dist.init_dist('pytorch', backend='gloo', timeout=60)  # what Runner.setup_env calls
+    try:
+        assert torch_dist.get_backend() == 'gloo'
+        assert (torch_dist.get_rank(), torch_dist.get_world_size()) == (0, 1)
+        values = torch.tensor([1.5, -2.0])
+        torch_dist.all_reduce(values)
+        assert values.tolist() == [1.5, -2.0]
+    finally:
+        torch_dist.destroy_process_group()

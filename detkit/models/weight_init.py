@@ -16,10 +16,10 @@ for, the url and the two ways to provide the file.
 Loading (:func:`load_pretrained`): ``torch.load(weights_only=True)``; the ``'module.'`` prefix
 of ``DataParallel`` checkpoints is stripped; with ``prefix='backbone.'`` only the keys starting
 with it are kept, without it (as mmengine does); torchvision layouts are converted to detkit's
-(:func:`convert_torchvision_state_dict`: ResNet keys are identical once ``fc.*`` is dropped,
-MobileNetV2 and VGG have converters). The state dict is then loaded non-strictly: missing and
-unexpected keys are logged as a warning, a shape mismatch or a checkpoint of which no key
-matches the model is an error.
+by :func:`~detkit.models.converters.torchvision_backbones.convert_torchvision_state_dict`
+(ResNet keys are identical once ``fc.*`` is dropped, MobileNetV2 and VGG have converters). The
+state dict is then loaded non-strictly: missing and unexpected keys are logged as a warning, a
+shape mismatch or a checkpoint of which no key matches the model is an error.
 
 mmengine's ``BaseModule.init_weights`` builds initializers with ``build_from_cfg(cfg,
 mmengine.registry.WEIGHT_INITIALIZERS)``, which follows the current ``DefaultScope``: under scope
@@ -37,7 +37,6 @@ import difflib
 import logging
 import os
 import os.path as osp
-import re
 from typing import Any, Iterator, Mapping, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
@@ -47,6 +46,8 @@ from mmengine.model.weight_init import update_init_info
 from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 
+from detkit.engine.safe_checkpoint import enable_safe_resume
+from detkit.models.converters.torchvision_backbones import convert_torchvision_state_dict
 from detkit.registry import SCOPE, WEIGHT_INITIALIZERS
 
 TORCHVISION_PREFIX = 'torchvision://'
@@ -219,8 +220,6 @@ def load_state_dict_file(path: str, map_location: str | torch.device = 'cpu') ->
     Raises:
         ValueError: the file cannot be read safely or holds no tensor.
     """
-    from detkit.engine.safe_checkpoint import enable_safe_resume
-
     enable_safe_resume()  # detkit/mmengine training checkpoints carry a MessageHub
     try:
         content = torch.load(path, map_location=map_location, weights_only=True)
@@ -268,41 +267,6 @@ def select_prefix(state_dict: Mapping[str, Tensor], prefix: str,
         raise ValueError(f'prefix={prefix!r}: no key of {source} starts with it; its keys start '
                          f'with {_key_list(heads)}')
     return selected
-
-
-def convert_torchvision_state_dict(model_name: str,
-                                   state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename the keys of a torchvision model's state dict to those of the detkit backbone.
-
-    ==================================  ==================================================
-    torchvision model                   conversion
-    ==================================  ==================================================
-    ``resnet*``, ``resnext*``,          keys are already ResNet's; ``fc.*`` is dropped
-    ``wide_resnet*``
-    ``mobilenet_v2``                    :func:`~detkit.models.backbones.mobilenet_v2.
-                                        convert_torchvision_mobilenet_v2`
-    ``vgg11`` ... ``vgg19``,            :func:`~detkit.models.backbones.vgg.
-    ``vgg11_bn`` ... ``vgg19_bn``       convert_torchvision_vgg` (``with_bn`` from the name)
-    anything else                       unchanged
-    ==================================  ==================================================
-
-    Args:
-        model_name: a torchvision model name, e.g. ``'vgg16_bn'``.
-        state_dict: that model's ``{key: tensor}``.
-
-    Returns:
-        ``{detkit key: tensor}``.
-    """
-    if model_name == 'mobilenet_v2':
-        from detkit.models.backbones.mobilenet_v2 import convert_torchvision_mobilenet_v2
-        return convert_torchvision_mobilenet_v2(state_dict)
-    vgg = re.fullmatch(r'vgg(11|13|16|19)(_bn)?', model_name)
-    if vgg:
-        from detkit.models.backbones.vgg import convert_torchvision_vgg
-        return convert_torchvision_vgg(state_dict, with_bn=vgg.group(2) is not None)
-    if model_name.startswith(('resnet', 'resnext', 'wide_resnet')):
-        return {key: value for key, value in state_dict.items() if not key.startswith('fc.')}
-    return dict(state_dict)
 
 
 def _matching_keys(state_dict: Mapping[str, Tensor], model_keys: set[str]) -> int:

@@ -1,40 +1,26 @@
 """MobileNetV2 backbone (Sandler et al., 2018): inverted residual blocks with linear bottlenecks.
 
-Parameter names follow the structure rather than torchvision's flat ``features.N`` list; the
-torchvision state dict is renamed by :func:`convert_torchvision_mobilenet_v2` (applied
-automatically for ``init_cfg=dict(type='Pretrained', checkpoint='torchvision://mobilenet_v2')``):
-
-torchvision key -> detkit key (``k`` = 2..17 a block with expansion):
-
-- ``features.0.0.*``, ``features.0.1.*`` -> ``stem.conv.*``, ``stem.bn.*``
-- ``features.k.conv.0.0.*``, ``.conv.0.1.*`` -> ``layer{s}.{b}.expand_conv.conv.*``, ``.bn.*``
-- ``features.k.conv.1.0.*``, ``.conv.1.1.*`` -> ``layer{s}.{b}.depthwise_conv.conv.*``, ``.bn.*``
-- ``features.k.conv.2.*``, ``.conv.3.*``     -> ``layer{s}.{b}.project_conv.conv.*``, ``.bn.*``
-- ``features.1.conv.0.0.*``, ``.conv.0.1.*`` -> ``layer1.0.depthwise_conv.conv.*``, ``.bn.*``
-- ``features.1.conv.1.*``, ``.conv.2.*``     -> ``layer1.0.project_conv.conv.*``, ``.bn.*``
-- ``features.18.0.*``, ``features.18.1.*`` -> ``final_conv.conv.*``, ``final_conv.bn.*``
-- ``classifier.*`` (the ImageNet head) -> dropped
-
-Block ``k`` of torchvision is block ``b`` (0-based) of stage ``s`` (1-based) counting the
-blocks of the ``(t, c, n, s)`` table in order: ``features.1`` is ``layer1.0``,
-``features.2``/``3`` are ``layer2.0``/``1``, ``features.4..6`` are ``layer3.0..2``, and so on.
-Blocks with expansion ratio 1 (only ``layer1``) have no ``expand_conv``.
+Parameter names follow the structure (``stem``, ``layer1..layer7`` of inverted residuals with
+``expand_conv``, ``depthwise_conv`` and ``project_conv``, ``final_conv``) rather than
+torchvision's flat ``features.N`` list. A torchvision state dict is renamed by
+:func:`~detkit.models.converters.torchvision_backbones.convert_torchvision_mobilenet_v2`, whose
+module docstring gives the key mapping; it is applied automatically for
+``init_cfg=dict(type='Pretrained', checkpoint='torchvision://mobilenet_v2')``.
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
 from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
+from detkit.models.converters.torchvision_backbones import (
+    MOBILENET_V2_SETTINGS,  # (t, c, n, s) per stage, shared with the torchvision key converter
+    convert_torchvision_mobilenet_v2,
+)
 from detkit.models.layers import ConvModule
 from detkit.registry import MODELS
 
-# (expand ratio t, output channels c, number of blocks n, stride of the first block s).
-MOBILENET_V2_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-    (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 STEM_CHANNELS = 32
 FINAL_CHANNELS = 1280
 # Cumulative stride of the output of out index 0..7 (layer1..layer7, final_conv).
@@ -225,8 +211,6 @@ class MobileNetV2(BaseBackbone):
             return []
         return [self.stem] + self._output_modules()[:self.frozen_stages]
 
-
-
     def convert_torchvision_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict:
         """Rename a torchvision ``mobilenet_v2`` state dict for this model (used by the loader).
 
@@ -261,62 +245,3 @@ class MobileNetV2(BaseBackbone):
             if index == self.out_indices[-1]:
                 break
         return tuple(outs)
-
-
-def _torchvision_block_names() -> list[tuple[str, bool]]:
-    """``(detkit module path, has expand_conv)`` of torchvision's ``features.1..17``."""
-    names = []
-    for stage, (expand_ratio, _, num_blocks, _) in enumerate(MOBILENET_V2_SETTINGS):
-        names += [(f'layer{stage + 1}.{b}', expand_ratio != 1) for b in range(num_blocks)]
-    return names
-
-
-# Sub-module paths inside a torchvision InvertedResidual -> detkit's, with and without expansion.
-_BLOCK_RENAMES = {
-    True: {'conv.0.0': 'expand_conv.conv', 'conv.0.1': 'expand_conv.bn',
-           'conv.1.0': 'depthwise_conv.conv', 'conv.1.1': 'depthwise_conv.bn',
-           'conv.2': 'project_conv.conv', 'conv.3': 'project_conv.bn'},
-    False: {'conv.0.0': 'depthwise_conv.conv', 'conv.0.1': 'depthwise_conv.bn',
-            'conv.1': 'project_conv.conv', 'conv.2': 'project_conv.bn'},
-}
-_CONV_BN_RENAMES = {'0': 'conv', '1': 'bn'}
-
-
-def convert_torchvision_mobilenet_v2(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename torchvision ``mobilenet_v2`` keys to :class:`MobileNetV2`'s (module docstring).
-
-    Works for every ``width_mult`` (only names change). ``classifier.*`` is dropped; keys that
-    are not torchvision MobileNetV2 keys are kept unchanged (the loader reports them).
-
-    Args:
-        state_dict: ``{key: tensor}`` of ``torchvision.models.mobilenet_v2()``.
-
-    Returns:
-        ``{detkit key: tensor}``, the same tensors.
-
-    Example:
-        >>> import torchvision
-        >>> sd = convert_torchvision_mobilenet_v2(torchvision.models.mobilenet_v2().state_dict())
-        >>> MobileNetV2().load_state_dict(sd)
-        <All keys matched successfully>
-    """
-    blocks = _torchvision_block_names()
-    last = len(blocks) + 1
-    converted: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith('classifier.'):
-            continue
-        match = re.fullmatch(r'features\.(\d+)\.(.+)\.([^.]+)', key)
-        new_key = None
-        if match:
-            index, module_path, leaf = int(match.group(1)), match.group(2), match.group(3)
-            if index in (0, last) and module_path in _CONV_BN_RENAMES:
-                owner = 'stem' if index == 0 else 'final_conv'
-                new_key = f'{owner}.{_CONV_BN_RENAMES[module_path]}.{leaf}'
-            elif 1 <= index <= len(blocks):
-                block, has_expand = blocks[index - 1]
-                renamed = _BLOCK_RENAMES[has_expand].get(module_path)
-                if renamed is not None:
-                    new_key = f'{block}.{renamed}.{leaf}'
-        converted[new_key or key] = value
-    return converted

@@ -2,17 +2,19 @@
 
 Parameter names: ``layer{i}.{j}.conv.{weight,bias}`` and, with ``with_bn``,
 ``layer{i}.{j}.bn.*`` for conv ``j`` (0-based) of stage ``i`` (1-based). torchvision's
-``features.N`` keys are renamed by :func:`convert_torchvision_vgg` (applied automatically for
-``init_cfg=dict(type='Pretrained', checkpoint='torchvision://vgg16')`` or ``vgg16_bn``).
+``features.N`` keys are renamed by
+:func:`~detkit.models.converters.torchvision_backbones.convert_torchvision_vgg` (applied
+automatically for ``init_cfg=dict(type='Pretrained', checkpoint='torchvision://vgg16')`` or
+``vgg16_bn``).
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping, Sequence
 
 from torch import Tensor, nn
 
 from detkit.models.backbones.base import BaseBackbone
+from detkit.models.converters.torchvision_backbones import convert_torchvision_vgg
 from detkit.models.layers import ConvModule
 from detkit.registry import MODELS
 
@@ -137,8 +139,6 @@ class VGG(BaseBackbone):
         """The first ``frozen_stages`` stages (VGG has no stem)."""
         return [getattr(self, name) for name in self.stage_names[:max(self.frozen_stages, 0)]]
 
-
-
     def convert_torchvision_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict:
         """Rename a torchvision ``vgg*`` / ``vgg*_bn`` state dict for this model (for the loader).
 
@@ -171,74 +171,3 @@ class VGG(BaseBackbone):
             if index in self.out_indices:
                 outs.append(x)
         return tuple(outs)
-
-
-def convert_torchvision_vgg(state_dict: Mapping[str, Tensor], with_bn: bool) -> dict[str, Tensor]:
-    """Rename torchvision ``vgg{11,13,16,19}[_bn]`` keys to :class:`VGG`'s.
-
-    torchvision's ``features`` is a flat list: per conv ``Conv2d, [BatchNorm2d,] ReLU`` and a
-    ``MaxPool2d`` after each stage. The convs are the 4-D ``features.N.weight`` entries; a gap
-    of one extra index between two consecutive convs is a pool, i.e. a new stage. Conv ``j`` of
-    stage ``i`` becomes ``layer{i}.{j}.conv.*`` and, with ``with_bn``, the norm right after it
-    ``layer{i}.{j}.bn.*``. ``classifier.*`` is dropped; other keys are kept unchanged (the
-    loader reports them).
-
-    Args:
-        state_dict: ``{key: tensor}`` of a torchvision VGG (or of its ``features`` with the
-            ``features.`` prefix).
-        with_bn: the checkpoint is of a ``vgg*_bn`` model.
-
-    Returns:
-        ``{detkit key: tensor}``, the same tensors.
-
-    Raises:
-        ValueError: the layout disagrees with ``with_bn`` (e.g. ``with_bn=True`` for a plain
-            ``vgg16`` state dict), naming the offending ``features`` index.
-    """
-    layer_keys: dict[int, list[tuple[str, str]]] = {}
-    converted: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith('classifier.'):
-            continue
-        match = re.fullmatch(r'features\.(\d+)\.([^.]+)', key)
-        if match:
-            layer_keys.setdefault(int(match.group(1)), []).append((match.group(2), key))
-        else:
-            converted[key] = value
-    conv_indices = sorted(i for i, entries in layer_keys.items()
-                          if any(leaf == 'weight' and state_dict[key].dim() == 4
-                                 for leaf, key in entries))
-    step = 3 if with_bn else 2  # conv, [bn,] relu
-    renames: dict[int, str] = {}
-    stage, position = 1, 0
-    for n, index in enumerate(conv_indices):
-        if n > 0:
-            gap = index - conv_indices[n - 1]
-            if gap == step + 1:
-                stage, position = stage + 1, 0
-            elif gap != step:
-                raise ValueError(
-                    f'convert_torchvision_vgg(with_bn={with_bn}): convs at features.'
-                    f'{conv_indices[n - 1]} and features.{index} are {gap} layers apart, '
-                    f'expected {step} (same stage) or {step + 1} (a pool between); is the '
-                    f'checkpoint a {"plain vgg" if with_bn else "vgg*_bn"} model?')
-        renames[index] = f'layer{stage}.{position}.conv'
-        if with_bn:
-            norm_index = index + 1
-            if not any(leaf == 'running_mean' for leaf, _ in layer_keys.get(norm_index, ())):
-                raise ValueError(f'convert_torchvision_vgg(with_bn=True): features.{norm_index} '
-                                 f'after the conv features.{index} is not a BatchNorm; the '
-                                 f'checkpoint looks like a plain vgg (use with_bn=False)')
-            renames[norm_index] = f'layer{stage}.{position}.bn'
-        position += 1
-    for index, entries in layer_keys.items():
-        for leaf, key in entries:
-            new_key = f'{renames[index]}.{leaf}' if index in renames else key
-            converted[new_key] = state_dict[key]
-    unconverted_norms = [i for i, entries in layer_keys.items() if i not in renames and any(
-        leaf == 'running_mean' for leaf, _ in entries)]
-    if unconverted_norms and not with_bn:
-        raise ValueError(f'convert_torchvision_vgg(with_bn=False): features.'
-                         f'{unconverted_norms[0]} is a BatchNorm; the checkpoint looks like a '
-                         f'vgg*_bn model (use with_bn=True)')
-    return converted
