@@ -13,6 +13,6 @@ _base_ = [
 model = dict(
     # RPN: a softmax over {object of COCO, object of CCTSDB, background}; an image's own data
     # set's objects are foreground, the other data set's "objects" are merged with background.
-    # loss_cls=None: the head picks GroupSoftmaxLoss from use_group_softmax.
-    rpn_head=dict(num_datasets=2, use_group_softmax=True, loss_cls=None),
-    roi_head=dict(bbox_head=dict(num_classes=83, use_group_softmax=True, loss_cls=None)))
+    # use_sigmoid=False replaces the base's sigmoid objectness (GroupSoftmaxLoss is a softmax).
+    rpn_head=dict(num_datasets=2, loss_cls=dict(type='GroupSoftmaxLoss', use_sigmoid=False)),
+    roi_head=dict(bbox_head=dict(num_classes=83, loss_cls=dict(type='GroupSoftmaxLoss'))))

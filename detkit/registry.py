@@ -40,14 +40,33 @@ from mmengine.registry import Registry
 
 SCOPE = 'detkit'
 
+# Arguments detkit's classes took once and take no more, with what to write instead. A config
+# that still sets one stops with this text, in the pre-flight check (tools/train.py) and when
+# the class is built.
+REMOVED_ARGUMENTS: dict[str, str] = {
+    'use_group_softmax': (
+        "GroupSoftmax is chosen by naming its loss: remove use_group_softmax and write "
+        "loss_cls=dict(type='GroupSoftmaxLoss') (an RPN head with num_datasets=D, whose base "
+        "config has a sigmoid loss: loss_cls=dict(type='GroupSoftmaxLoss', use_sigmoid=False))"),
+}
+
+
+def removed_argument_message(type_name: str, key: str) -> str:
+    """The error text for a config key of :data:`REMOVED_ARGUMENTS`."""
+    return f'{type_name} no longer takes {key}: {REMOVED_ARGUMENTS[key]}'
+
 
 class DetkitRegistry(Registry):
-    """An mmengine ``Registry`` whose ``build`` names the closest registered types on a miss."""
+    """An mmengine ``Registry`` whose ``build`` names the closest registered types on a miss
+    and says what to write instead of a removed argument."""
 
-    def build(self, cfg: dict, *args: Any, **kwargs: Any) -> Any:
+    def build(self, cfg: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         if isinstance(cfg, dict) and isinstance(cfg.get('type'), str):
             if self.get(cfg['type']) is None:
                 raise KeyError(unknown_type_message(cfg['type'], [self]))
+            removed = sorted(set(cfg) & set(REMOVED_ARGUMENTS))
+            if removed:
+                raise TypeError(removed_argument_message(cfg['type'], removed[0]))
         return super().build(cfg, *args, **kwargs)
 
 
@@ -129,8 +148,8 @@ def unknown_type_message(name: str, registries: Iterable[Registry], key: str = '
         key: the config key holding the value, e.g. ``model.backbone.type``.
 
     Returns:
-        A message such as ``model.backbone.type='ResNt' is not a registered detkit type;
-        closest registered names: 'ResNet', 'ResNeXt'``.
+        A message such as ``model.backbone.type='ResNt' is not registered in the detkit
+        registries (model); closest registered names: 'ResNet'``.
     """
     registries = list(registries)
     candidates = registered_names(registries)

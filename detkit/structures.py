@@ -7,7 +7,7 @@ gives their names and the dataset maps them back to its own category ids.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -97,3 +97,76 @@ class DetSample:
             if isinstance(value, (Tensor, Detections)):
                 moved[f.name] = value.to(device)
         return replace(self, **moved)
+
+
+@dataclass(frozen=True)
+class LabelGroups:
+    """Which classes share a softmax group, for every row of a classification batch.
+
+    GroupSoftmax training merges, per data set, the classes that data set does not annotate
+    with background: each data set has a group vector over the ``C`` logit columns (background
+    last), and each logit row (an RoI, an anchor) uses the vector of the data set its image
+    comes from. The vectors are few, the rows many, so this holds the vectors once (``table``)
+    and, per row, which vector it uses (``row_index``). A head builds it once from the batch's
+    samples and hands it to its classification loss as ``groups=``.
+
+    Attributes:
+        table: ``(D, C)`` int64, row ``d`` the group id of every column for rows that use it;
+            id 0 is the background group (background and the classes merged with it).
+        row_index: ``(N,)`` int64 in ``[0, D)``, the table row each logit row uses.
+    """
+
+    table: Tensor
+    row_index: Tensor
+
+    def __post_init__(self) -> None:
+        if self.table.dim() != 2 or self.table.dtype != torch.int64:
+            raise ValueError(f'LabelGroups.table must be an int64 (D, C) tensor, got '
+                             f'{self.table.dtype} {tuple(self.table.shape)}')
+        if self.row_index.dim() != 1 or self.row_index.dtype != torch.int64:
+            raise ValueError(f'LabelGroups.row_index must be an int64 (N,) tensor, got '
+                             f'{self.row_index.dtype} {tuple(self.row_index.shape)}')
+
+    def __len__(self) -> int:
+        return int(self.row_index.shape[0])
+
+    @property
+    def num_columns(self) -> int:
+        """``C``: the logit columns the group vectors cover (background last)."""
+        return int(self.table.shape[1])
+
+    def per_row(self) -> Tensor:
+        """``(N, C)`` int64: the group vector of every row (``table[row_index]``)."""
+        return self.table[self.row_index.to(self.table.device)]
+
+    @classmethod
+    def of_images(cls, samples: Sequence[DetSample], num_columns: int,
+                  row_image: Tensor) -> 'LabelGroups':
+        """The label groups of rows that belong to the images of a batch.
+
+        Args:
+            samples: the B images, each with ``label_groups`` of shape ``(num_columns,)`` (the
+                joint data set sets it).
+            num_columns: ``C`` (``K + 1`` with background last).
+            row_image: ``(N,)`` int64, the image (``0 .. B-1``) of each logit row.
+
+        Returns:
+            ``LabelGroups`` with one table row per image.
+
+        Raises:
+            ValueError: an image without ``label_groups`` of that shape, naming it.
+        """
+        vectors = []
+        for index, sample in enumerate(samples):
+            vector = sample.label_groups
+            if vector is None or tuple(vector.shape) != (num_columns,):
+                got = None if vector is None else tuple(vector.shape)
+                raise ValueError(
+                    f'GroupSoftmax training needs DetSample.label_groups of shape '
+                    f'({num_columns},) (K + 1 with background last) on every image; image '
+                    f'{index} ({sample.img_path or sample.img_id!r}) has {got}. The joint '
+                    'dataset wrapper (JointDataset) sets it.')
+            vectors.append(vector.to(torch.int64))
+        table = torch.stack(vectors).to(row_image.device) if vectors else torch.zeros(
+            (0, num_columns), dtype=torch.int64, device=row_image.device)
+        return cls(table=table, row_index=row_image.to(torch.int64))

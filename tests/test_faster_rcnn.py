@@ -107,8 +107,10 @@ def small_faster_rcnn_config(joint=False):
     cfg.roi_head.bbox_head.update(in_channels=32, fc_out_channels=64, num_classes=NUM_CLASSES)
     cfg.train_cfg.rcnn.sampler.num = 128
     if joint:
-        cfg.rpn_head.update(num_datasets=2, use_group_softmax=True, loss_cls=None)
-        cfg.roi_head.bbox_head.update(use_group_softmax=True, loss_cls=None)
+        # ConfigDict.update merges: use_sigmoid=False replaces the base's sigmoid objectness
+        cfg.rpn_head.update(num_datasets=2,
+                            loss_cls=dict(type='GroupSoftmaxLoss', use_sigmoid=False))
+        cfg.roi_head.bbox_head.update(loss_cls=dict(type='GroupSoftmaxLoss'))
     return cfg
 
 

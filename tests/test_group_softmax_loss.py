@@ -1,6 +1,6 @@
 """GroupSoftmax: the float64 reference against finite differences and its closed-form gradient,
 the singleton-group identity with softmax cross entropy, vanishing groups, ignored rows, and the
-registered module with per-row vectors, a group table, weights and avg_factor."""
+registered module with LabelGroups (one vector per row, or a table), weights and avg_factor."""
 import math
 
 import pytest
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import detkit.models.losses.group_softmax_loss as gs_module
 from detkit.models.losses import GroupSoftmaxLoss, group_softmax_loss_reference
 from detkit.registry import MODELS
+from detkit.structures import LabelGroups
 
 K = 5  # foreground classes; background is column K
 
@@ -25,6 +26,11 @@ def random_case(num_rows=7, seed=0):
     label_groups = torch.stack([group_a, group_b, group_a, group_b, group_a, group_b, group_b])
     labels = torch.tensor([0, 3, K, K, -1, 2, 4])
     return logits[:num_rows], labels[:num_rows], label_groups[:num_rows]
+
+
+def rows(label_groups):
+    """LabelGroups with one table row per logit row."""
+    return LabelGroups(table=label_groups, row_index=torch.arange(len(label_groups)))
 
 
 def loss_by_hand(logits, labels, label_groups):
@@ -122,7 +128,8 @@ def test_a_group_with_vanishing_probability_stays_finite():
     logits = torch.full((3, K + 1), -1000.0)
     logits[:, 0] = 0.0
     logits.requires_grad_(True)
-    loss = GroupSoftmaxLoss()(logits, torch.tensor([1, 2, 3]), torch.arange(K + 1).expand(3, -1))
+    loss = GroupSoftmaxLoss()(logits, torch.tensor([1, 2, 3]),
+                              groups=rows(torch.arange(K + 1).expand(3, -1).contiguous()))
     loss.backward()
     assert float(loss.detach()) == pytest.approx(1000.0, rel=1e-6)
     assert torch.isfinite(logits.grad).all()
@@ -130,14 +137,14 @@ def test_a_group_with_vanishing_probability_stays_finite():
 
 def test_ignored_rows_contribute_nothing_and_the_mean_counts_only_trained_rows():
     logits, labels, groups = random_case()
-    loss = GroupSoftmaxLoss()(logits, labels, groups)
+    loss = GroupSoftmaxLoss()(logits, labels, groups=rows(groups))
     per_row = loss_by_hand(logits, labels, groups)
     assert float(loss) == pytest.approx(float(per_row.sum()) / 6, rel=1e-12)  # 6 of 7 trained
     # changing the ignored row's logits changes nothing
     other = logits.clone()
     other[4] = 1e4
-    assert float(GroupSoftmaxLoss()(other, labels, groups)) == pytest.approx(float(loss),
-                                                                              rel=1e-12)
+    assert float(GroupSoftmaxLoss()(other, labels, groups=rows(groups))) == pytest.approx(
+        float(loss), rel=1e-12)
 
 
 def test_all_rows_ignored_gives_zero_without_nan():
@@ -145,13 +152,13 @@ def test_all_rows_ignored_gives_zero_without_nan():
     labels = torch.full((4,), -1)
     groups = torch.zeros(4, K + 1, dtype=torch.long)
     for use_fused in (True, False):
-        loss = _module_loss(use_fused)(logits, labels, groups)
+        loss = _module_loss(use_fused)(logits, labels, groups=rows(groups))
         assert float(loss.detach()) == 0.0
         (grad,) = torch.autograd.grad(loss, logits)
         assert torch.equal(grad, torch.zeros_like(grad))
     empty = torch.zeros(0, K + 1, requires_grad=True)
     loss = GroupSoftmaxLoss()(empty, torch.zeros(0, dtype=torch.long),
-                              torch.zeros(0, K + 1, dtype=torch.long))
+                              groups=rows(torch.zeros(0, K + 1, dtype=torch.long)))
     assert float(loss.detach()) == 0.0 and loss.requires_grad
 
 
@@ -177,22 +184,22 @@ def test_module_forms_weights_and_avg_factor(use_fused):
     logits = logits.float()
     per_row = loss_by_hand(logits.double(), labels, groups).float()
     loss = _module_loss(use_fused, loss_weight=2.0)
-    # per-row vectors
-    assert float(loss(logits, labels, groups)) == pytest.approx(2 * float(per_row.sum()) / 6,
-                                                                rel=1e-5)
+    # one vector per row
+    assert float(loss(logits, labels, groups=rows(groups))) == pytest.approx(
+        2 * float(per_row.sum()) / 6, rel=1e-5)
     # the same as a table of two datasets and an index per row
-    table = torch.tensor([[1, 2, 0, 0, 0, 0], [0, 0, 1, 2, 2, 0]])
-    index = torch.tensor([0, 1, 0, 1, 0, 1, 1])
-    assert torch.equal(table[index], groups)
-    assert float(loss(logits, labels, dataset_index=index, group_table=table)) == \
+    table = LabelGroups(table=torch.tensor([[1, 2, 0, 0, 0, 0], [0, 0, 1, 2, 2, 0]]),
+                        row_index=torch.tensor([0, 1, 0, 1, 0, 1, 1]))
+    assert torch.equal(table.per_row(), groups)
+    assert float(loss(logits, labels, groups=table)) == \
         pytest.approx(2 * float(per_row.sum()) / 6, rel=1e-5)
     # weights and avg_factor
     weight = torch.arange(7, dtype=torch.float32)
-    value = loss(logits, labels, groups, weight=weight, avg_factor=3.0)
+    value = loss(logits, labels, weight=weight, avg_factor=3.0, groups=rows(groups))
     assert float(value) == pytest.approx(2 * float((per_row * weight).sum()) / 3, rel=1e-5)
     # gradient equals the reference's
     z = logits.clone().requires_grad_(True)
-    loss(z, labels, groups).backward()
+    loss(z, labels, groups=rows(groups)).backward()
     z_ref = logits.double().clone().requires_grad_(True)
     (2 * group_softmax_loss_reference(z_ref, labels, groups).sum() / 6).backward()
     torch.testing.assert_close(z.grad.double(), z_ref.grad, rtol=1e-4, atol=1e-6)
@@ -202,13 +209,16 @@ def test_module_is_registered_and_checks_its_arguments():
     loss = MODELS.build(dict(type='GroupSoftmaxLoss', loss_weight=0.5))
     assert isinstance(loss, GroupSoftmaxLoss) and loss.loss_weight == 0.5
     logits, labels, groups = random_case()
-    with pytest.raises(ValueError, match='exactly one of the two forms'):
+    with pytest.raises(ValueError, match=r'GroupSoftmaxLoss needs groups=LabelGroups'):
         loss(logits, labels)
-    with pytest.raises(ValueError, match='exactly one of the two forms'):
-        loss(logits, labels, groups, dataset_index=torch.zeros(7, dtype=torch.long),
-             group_table=groups[:1])
-    with pytest.raises(ValueError, match='exactly one of the two forms'):
-        loss(logits, labels, group_table=groups[:1])  # dataset_index missing
+    with pytest.raises(ValueError, match=r'groups cover 6 rows x 6 columns, logits are \(7, 6\)'):
+        loss(logits, labels, groups=rows(groups[:6]))
+    with pytest.raises(ValueError, match=r'LabelGroups.row_index must be an int64 \(N,\) tensor'):
+        LabelGroups(table=groups, row_index=torch.zeros(7, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r'LabelGroups.table must be an int64 \(D, C\) tensor'):
+        LabelGroups(table=groups.float(), row_index=torch.zeros(7, dtype=torch.long))
+    with pytest.raises(ValueError, match='GroupSoftmaxLoss is a softmax over groups'):
+        GroupSoftmaxLoss(use_sigmoid=True)
     with pytest.raises(ValueError, match='labels must lie in'):
         group_softmax_loss_reference(logits, torch.full((7,), K + 1), groups)
     with pytest.raises(ValueError, match='label_groups must be an integer tensor of shape'):

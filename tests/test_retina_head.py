@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from detkit.models.heads.retina_head import DenseTestConfig
+from detkit.models.task_utils import DenseTestConfig
 from detkit.registry import MODELS
 from detkit.structures import DetSample
 
@@ -27,7 +27,7 @@ def build_head(num_classes=3, in_channels=8, anchor_generator=None, test_cfg=Non
                                target_stds=[1.0] * 4),
                loss_cls=dict(type='FocalLoss', gamma=gamma, alpha=alpha, loss_weight=1.0),
                loss_bbox=dict(type='L1Loss', loss_weight=1.0),
-               train_cfg=kwargs.pop('train_cfg', dict(assigner=RETINA_ASSIGNER)),
+               assigner=kwargs.pop('assigner', RETINA_ASSIGNER),
                test_cfg=test_cfg, **kwargs)
     return MODELS.build(cfg)
 
@@ -409,8 +409,3 @@ def test_dense_test_config_rejects_unknown_keys_and_nms_types():
         DenseTestConfig.from_config(dict(nms=dict(type='soft_nms', iou_threshold=0.5)))
     with pytest.raises(KeyError, match='max_per_image'):
         build_head(test_cfg=dict(max_per_image=10))
-
-
-def test_train_cfg_rejects_unknown_keys():
-    with pytest.raises(KeyError, match=r"train_cfg has unknown keys \['sampler'\]"):
-        build_head(train_cfg=dict(assigner=RETINA_ASSIGNER, sampler=dict(type='PseudoSampler')))

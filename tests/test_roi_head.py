@@ -11,16 +11,16 @@ from mmengine.config import Config
 from torchvision.ops import roi_align
 
 from detkit.models.heads import Shared2FCBBoxHead, StandardRoIHead, boxes_to_rois
-from detkit.models.heads.retina_head import DenseTestConfig
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss, group_softmax_loss_reference
 from detkit.models.task_utils import (
     MaxIoUAssigner,
     MultiLevelRoIAlign,
     RandomSampler,
+    RoITestConfig,
     map_rois_to_levels,
 )
 from detkit.registry import MODELS, TASK_UTILS
-from detkit.structures import DetSample
+from detkit.structures import DetSample, LabelGroups
 
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/_base_/models/faster_rcnn_r50_fpn.py'
 K = 3
@@ -34,7 +34,7 @@ def build_roi_head(**bbox_head_overrides):
     bbox_head = dict(model.roi_head.bbox_head, in_channels=CHANNELS, fc_out_channels=16,
                      num_classes=K)
     bbox_head.update(bbox_head_overrides)
-    head = MODELS.build(dict(model.roi_head, bbox_head=bbox_head, train_cfg=model.train_cfg.rcnn,
+    head = MODELS.build(dict(model.roi_head, bbox_head=bbox_head, **model.train_cfg.rcnn,
                              test_cfg=model.test_cfg.rcnn))
     head.init_weights()
     return head
@@ -164,7 +164,7 @@ def test_box_loss_uses_the_ground_truth_class_deltas_and_averages_over_sampled_r
 
 def test_group_softmax_roi_loss_uses_each_images_label_groups():
     torch.manual_seed(0)
-    head = build_roi_head(use_group_softmax=True, loss_cls=None)
+    head = build_roi_head(loss_cls=dict(type='GroupSoftmaxLoss'))
     assert isinstance(head.bbox_head.loss_cls, GroupSoftmaxLoss)
     with torch.no_grad():
         head.bbox_head.fc_cls.weight.zero_()  # every logit 0: p = 1 / (K + 1)
@@ -201,8 +201,22 @@ def test_group_softmax_roi_loss_uses_each_images_label_groups():
     samples[1].label_groups = None
     with pytest.raises(ValueError, match=r'DetSample.label_groups of shape \(4,\).*image 1'):
         head.loss(features(), proposals, samples)
-    with pytest.raises(ValueError, match='does not fit use_group_softmax=True'):
-        build_roi_head(use_group_softmax=True)  # the config's CrossEntropyLoss
+    # the config's CrossEntropyLoss takes no groups, GroupSoftmaxLoss needs them
+    head = build_roi_head()
+    cls_score, labels = torch.zeros(3, K + 1), torch.tensor([0, 1, K])
+    groups = LabelGroups(table=torch.stack(groups), row_index=torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss takes no label groups "
+                                         r"\(groups=\.\.\.\); GroupSoftmaxLoss does"):
+        head.bbox_head.loss(cls_score, torch.zeros(3, 4 * K), labels, torch.zeros(3, 4), groups)
+    with pytest.raises(ValueError, match=r"GroupSoftmaxLoss needs groups=LabelGroups\(\.\.\.\)"
+                                         r".*without label groups use loss_cls=dict\("
+                                         r"type='CrossEntropyLoss'\)"):
+        GroupSoftmaxLoss()(cls_score, labels)
+    with pytest.raises(ValueError, match=r'loss_cls=CrossEntropyLoss\(use_sigmoid=True\) does '
+                                         r'not fit its softmax'):
+        build_roi_head(loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True))
+    with pytest.raises(TypeError, match='Shared2FCBBoxHead no longer takes use_group_softmax'):
+        build_roi_head(use_group_softmax=True)
 
 
 def test_predict_thresholds_runs_class_aware_nms_limits_and_rescales():
@@ -218,7 +232,7 @@ def test_predict_thresholds_runs_class_aware_nms_limits_and_rescales():
     cls_score[3:, 2] = 3.0           # 20 small boxes of class 2
     bbox_pred = torch.zeros(num, 4 * K)
     sample = DetSample(img_shape=(128, 128), ori_shape=(256, 64), scale_factor=(2.0, 0.5))
-    cfg = DenseTestConfig(score_thr=0.05, nms_iou_thr=0.5, max_per_img=100)
+    cfg = RoITestConfig(score_thr=0.05, nms_iou_thr=0.5, max_per_img=100)
     dets = head.predict_single(rois, cls_score, bbox_pred, sample, cfg, rescale=False)
     assert len(dets) == 22 and torch.all(dets.scores > 0.05)
     assert sorted(dets.labels.tolist()) == [0, 1] + [2] * 20
@@ -227,7 +241,7 @@ def test_predict_thresholds_runs_class_aware_nms_limits_and_rescales():
     rescaled = head.predict_single(rois, cls_score, bbox_pred, sample, cfg, rescale=True)
     torch.testing.assert_close(rescaled.bboxes, dets.bboxes / torch.tensor([2., .5, 2., .5]))
     limited = head.predict_single(rois, cls_score, bbox_pred, sample,
-                                  DenseTestConfig(max_per_img=5), rescale=False)
+                                  RoITestConfig(max_per_img=5), rescale=False)
     assert len(limited) == 5
     # class-specific deltas: class 1 moves its box right by 0.1 * 20 * 10 px (std 0.1)
     bbox_pred[1, 4] = 10.0

@@ -9,22 +9,24 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
-from detkit.models.heads import ProposalConfig, RPNHead, select_proposals
+from detkit.models.heads import RPNHead, select_proposals
 from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
-from detkit.models.task_utils import AssignResult, RandomSampler
+from detkit.models.task_utils import AssignResult, ProposalConfig, RandomSampler
 from detkit.registry import MODELS
 from detkit.structures import DetSample
 
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/_base_/models/faster_rcnn_r50_fpn.py'
 SIZES = [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]  # P2-P6 of a 128x128 input
 CHANNELS = 8
+GROUP_SOFTMAX = dict(type='GroupSoftmaxLoss')
+SOFTMAX = dict(type='CrossEntropyLoss', use_sigmoid=False)
 
 
 def build_rpn(**overrides):
     """The Faster R-CNN config's RPN head (train and test settings included), 8 channels."""
     model = Config.fromfile(str(CONFIG)).model
     cfg = dict(model.rpn_head, in_channels=CHANNELS, feat_channels=CHANNELS,
-               train_cfg=model.train_cfg.rpn, train_proposal_cfg=model.train_cfg.rpn_proposal,
+               **model.train_cfg.rpn, train_proposal_cfg=model.train_cfg.rpn_proposal,
                test_cfg=model.test_cfg.rpn)
     cfg.update(overrides)
     head = MODELS.build(cfg)
@@ -65,7 +67,7 @@ def test_sigmoid_and_joint_softmax_output_shapes():
         'rpn_cls.weight': (3, 8, 1, 1), 'rpn_cls.bias': (3,),
         'rpn_reg.weight': (12, 8, 1, 1), 'rpn_reg.bias': (12,)}
 
-    joint = build_rpn(num_datasets=2, use_group_softmax=True, loss_cls=None)
+    joint = build_rpn(num_datasets=2, loss_cls=GROUP_SOFTMAX)
     assert joint.cls_out_channels == 3 and isinstance(joint.loss_cls, GroupSoftmaxLoss)
     cls_scores, _ = joint(features())
     assert [tuple(c.shape) for c in cls_scores] == [(2, 9, h, w) for h, w in SIZES]
@@ -150,7 +152,7 @@ def test_sigmoid_loss_at_zero_logits_is_log2_per_sampled_anchor():
 
 def test_joint_softmax_labels_and_group_softmax_loss_at_zero_logits():
     torch.manual_seed(0)
-    head = zero_head(build_rpn(num_datasets=2, use_group_softmax=True, loss_cls=None))
+    head = zero_head(build_rpn(num_datasets=2, loss_cls=GROUP_SOFTMAX))
     anchors = torch.cat(head.anchors(SIZES, torch.device('cpu')))
     samples = samples_128(dataset_indices=(0, 1))
     counts = []
@@ -169,7 +171,7 @@ def test_joint_softmax_labels_and_group_softmax_loss_at_zero_logits():
         losses = head.loss(*head(features()), samples)
     assert float(losses['loss_rpn_cls']) == pytest.approx(expected, rel=1e-6)
 
-    plain = zero_head(build_rpn(num_datasets=2, use_group_softmax=False, loss_cls=None))
+    plain = zero_head(build_rpn(num_datasets=2, loss_cls=SOFTMAX))
     assert isinstance(plain.loss_cls, CrossEntropyLoss) and not plain.loss_cls.use_sigmoid
     with torch.no_grad():
         losses = plain.loss(*plain(features()), samples)
@@ -180,7 +182,7 @@ def test_joint_softmax_labels_and_group_softmax_loss_at_zero_logits():
 
 
 def test_joint_objectness_is_one_minus_background_probability():
-    head = build_rpn(num_datasets=2, use_group_softmax=True, loss_cls=None)
+    head = build_rpn(num_datasets=2, loss_cls=GROUP_SOFTMAX)
     logits = torch.tensor([[1.0, -1.0, 0.5], [0.0, 0.0, 3.0]])  # two anchors, A = 3 needs 9
     cls_score = torch.zeros(1, 9, 1, 1)
     cls_score[0, :3, 0, 0] = logits[0]
@@ -196,15 +198,24 @@ def test_joint_objectness_is_one_minus_background_probability():
 
 
 def test_layout_and_loss_must_agree():
-    with pytest.raises(ValueError, match='use_group_softmax=True needs num_datasets'):
-        build_rpn(use_group_softmax=True)
-    with pytest.raises(ValueError, match="does not fit num_datasets=2, use_group_softmax=True"):
-        build_rpn(num_datasets=2, use_group_softmax=True)  # the config's sigmoid CE
-    with pytest.raises(ValueError, match='does not fit num_datasets=None'):
+    with pytest.raises(ValueError, match=r"loss_cls=GroupSoftmaxLoss does not fit the sigmoid "
+                                         r"objectness of num_datasets=None; use loss_cls=dict\("
+                                         r"type='CrossEntropyLoss', use_sigmoid=True\)"):
+        build_rpn(loss_cls=GROUP_SOFTMAX)
+    with pytest.raises(ValueError, match=r"loss_cls=CrossEntropyLoss\(use_sigmoid=True\) does "
+                                         r"not fit the softmax objectness of num_datasets=2"):
+        build_rpn(num_datasets=2)  # the config's sigmoid CE
+    with pytest.raises(ValueError, match='does not fit the sigmoid objectness'):
         build_rpn(loss_cls=dict(type='CrossEntropyLoss'))
-    with pytest.raises(KeyError, match="train_cfg.rpn has unknown keys \\['allowed_border'\\]"):
-        build_rpn(train_cfg=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.7,
-                                               neg_iou_thr=0.3), allowed_border=-1))
+    with pytest.raises(ValueError, match='GroupSoftmaxLoss is a softmax over groups'):
+        build_rpn(num_datasets=2, loss_cls=dict(type='GroupSoftmaxLoss', use_sigmoid=True))
+
+
+def test_use_group_softmax_says_what_to_write_instead():
+    with pytest.raises(TypeError, match=r"RPNHead no longer takes use_group_softmax: GroupSoftmax "
+                                        r"is chosen by naming its loss.*loss_cls=dict\("
+                                        r"type='GroupSoftmaxLoss'\)"):
+        build_rpn(num_datasets=2, use_group_softmax=True)
 
 
 # ---------------------------------------------------------------------------- proposals

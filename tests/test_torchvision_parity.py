@@ -373,6 +373,7 @@ def test_rpn_ranks_by_logit_where_the_sigmoid_ties():
                    anchor_generator=dict(type='AnchorGenerator', strides=[16], ratios=[1.0],
                                          scales=[2.0]),
                    bbox_coder=dict(type='DeltaXYWHBBoxCoder'), loss_bbox=dict(type='L1Loss'),
+                   loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True),
                    test_cfg=dict(nms_pre=1, max_per_img=1))
     cls_score = torch.tensor([[[[18.0, 19.0]]]])  # sigmoid: both exactly 1.0 in float32
     assert torch.sigmoid(cls_score[0, 0, 0, 0]) == torch.sigmoid(cls_score[0, 0, 0, 1])

@@ -12,7 +12,13 @@ import types
 import typing
 from typing import Any, Iterable
 
-from detkit.registry import ALL_REGISTRIES, SCOPE, check_config_types
+from detkit.registry import (
+    ALL_REGISTRIES,
+    REMOVED_ARGUMENTS,
+    SCOPE,
+    check_config_types,
+    removed_argument_message,
+)
 
 QUICK_START_HINT = (
     'To try detkit without COCO, train on the synthetic shapes set, which this command '
@@ -165,7 +171,9 @@ def check_config_arguments(cfg: Any, prefix: str = '') -> None:
     for key, value in cfg.items():
         check_config_arguments(value, f'{prefix}.{key}' if prefix else str(key))
     type_name = cfg.get('type')
-    cls = _detkit_class(type_name) if isinstance(type_name, str) else None
+    if not isinstance(type_name, str):
+        return
+    cls = _detkit_class(type_name)
     if cls is None:
         return
     signature = inspect.signature(cls.__init__)
@@ -180,6 +188,8 @@ def check_config_arguments(cfg: Any, prefix: str = '') -> None:
     for key, value in cfg.items():
         if key in ('type', '_scope_', '_delete_'):
             continue
+        if key in REMOVED_ARGUMENTS and key not in parameters:
+            raise KeyError(f'{where}{key}: {removed_argument_message(type_name, key)}')
         if key not in parameters:
             close = difflib.get_close_matches(key, list(parameters), n=3, cutoff=0.6)
             hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else

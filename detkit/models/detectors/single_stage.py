@@ -6,6 +6,7 @@ from typing import Any, Sequence
 from torch import Tensor
 
 from detkit.models.detectors.base import BaseDetector
+from detkit.models.detectors.head_arguments import head_arguments, reject_config_beside_built_head
 from detkit.registry import MODELS
 from detkit.structures import DetSample
 
@@ -25,8 +26,9 @@ class SingleStageDetector(BaseDetector):
         backbone: the backbone module or its config (e.g. ``dict(type='ResNet', depth=50)``).
         neck: the neck or its config (``None``: the head reads the backbone outputs directly).
         bbox_head: the dense head or its config.
-        train_cfg: handed to the head as ``train_cfg`` (e.g. ``dict(assigner=...)``).
-        test_cfg: handed to the head as ``test_cfg`` (thresholds and NMS).
+        train_cfg: mmdetection's ``dict(assigner=...)``: becomes the head's ``assigner=``
+            (:func:`head_arguments`).
+        test_cfg: thresholds and NMS: becomes the head's ``test_cfg=``.
         data_preprocessor: normalisation and padding, see ``DetDataPreprocessor``.
         init_cfg: mmengine init config of the whole detector.
         nonfinite_loss: ``'stop'`` or ``'skip'``, see :class:`BaseDetector`.
@@ -37,9 +39,11 @@ class SingleStageDetector(BaseDetector):
                  data_preprocessor: Any = None, init_cfg: dict | None = None,
                  nonfinite_loss: str = 'stop') -> None:
         super().__init__(backbone, neck, data_preprocessor, init_cfg, nonfinite_loss)
-        if isinstance(bbox_head, dict):
-            bbox_head = MODELS.build(dict(bbox_head, train_cfg=train_cfg, test_cfg=test_cfg))
-        self.bbox_head = bbox_head
+        name = type(self).__name__
+        arguments = head_arguments(train_cfg, test_cfg, ('bbox_head',), name)['bbox_head']
+        reject_config_beside_built_head(bbox_head, 'bbox_head', name, arguments)
+        self.bbox_head = (MODELS.build(dict(bbox_head, **arguments))
+                          if isinstance(bbox_head, dict) else bbox_head)
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """The head's losses for a batch with ground truth."""

@@ -6,12 +6,10 @@ from typing import Any, Sequence
 from torch import Tensor
 
 from detkit.models.detectors.base import BaseDetector
+from detkit.models.detectors.head_arguments import head_arguments, reject_config_beside_built_head
 from detkit.models.heads.roi_head import boxes_to_rois
 from detkit.registry import MODELS
 from detkit.structures import Detections, DetSample
-
-TRAIN_CFG_KEYS = ('rpn', 'rpn_proposal', 'rcnn')
-TEST_CFG_KEYS = ('rpn', 'rcnn')
 
 
 @MODELS.register_module()
@@ -28,10 +26,10 @@ class TwoStageDetector(BaseDetector):
     - ``mode='tensor'``: ``((rpn_cls_scores, rpn_bbox_preds), (cls_score, bbox_pred))``, the RPN's
       per-level outputs and the RoI head's outputs on the test-time proposals.
 
-    The sections of ``train_cfg`` / ``test_cfg`` (mmdetection's layout) go to the heads at
-    construction: ``train_cfg.rpn`` (assigner, sampler) and ``train_cfg.rpn_proposal`` to the RPN
-    head, ``test_cfg.rpn`` to the RPN head, ``train_cfg.rcnn`` (assigner, sampler) and
-    ``test_cfg.rcnn`` (thresholds) to the RoI head.
+    The sections of ``train_cfg`` / ``test_cfg`` (mmdetection's layout) become the heads'
+    arguments at construction (:func:`head_arguments`): ``train_cfg.rpn`` (assigner, sampler),
+    ``train_cfg.rpn_proposal`` and ``test_cfg.rpn`` the RPN head's, ``train_cfg.rcnn``
+    (assigner, sampler) and ``test_cfg.rcnn`` (thresholds) the RoI head's.
 
     Args:
         backbone: the backbone module or its config.
@@ -50,22 +48,14 @@ class TwoStageDetector(BaseDetector):
                  data_preprocessor: Any = None, init_cfg: dict | None = None,
                  nonfinite_loss: str = 'stop') -> None:
         super().__init__(backbone, neck, data_preprocessor, init_cfg, nonfinite_loss)
-        train_cfg, test_cfg = dict(train_cfg or {}), dict(test_cfg or {})
-        for name, cfg, known in (('train_cfg', train_cfg, TRAIN_CFG_KEYS),
-                                 ('test_cfg', test_cfg, TEST_CFG_KEYS)):
-            unknown = set(cfg) - set(known)
-            if unknown:
-                raise KeyError(f'{type(self).__name__}: model.{name} has unknown sections '
-                               f'{sorted(unknown)}; expected a subset of {list(known)}')
-        if isinstance(rpn_head, dict):
-            rpn_head = MODELS.build(dict(rpn_head, train_cfg=train_cfg.get('rpn'),
-                                         train_proposal_cfg=train_cfg.get('rpn_proposal'),
-                                         test_cfg=test_cfg.get('rpn')))
-        self.rpn_head = rpn_head
-        if isinstance(roi_head, dict):
-            roi_head = MODELS.build(dict(roi_head, train_cfg=train_cfg.get('rcnn'),
-                                         test_cfg=test_cfg.get('rcnn')))
-        self.roi_head = roi_head
+        name = type(self).__name__
+        arguments = head_arguments(train_cfg, test_cfg, ('rpn_head', 'roi_head'), name)
+        reject_config_beside_built_head(rpn_head, 'rpn_head', name, arguments['rpn_head'])
+        reject_config_beside_built_head(roi_head, 'roi_head', name, arguments['roi_head'])
+        self.rpn_head = (MODELS.build(dict(rpn_head, **arguments['rpn_head']))
+                         if isinstance(rpn_head, dict) else rpn_head)
+        self.roi_head = (MODELS.build(dict(roi_head, **arguments['roi_head']))
+                         if isinstance(roi_head, dict) else roi_head)
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """RPN and RoI head losses for a batch with ground truth."""

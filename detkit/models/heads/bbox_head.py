@@ -7,18 +7,21 @@ outputs, column ``K`` the background; ``fc_reg`` has ``4 * K`` outputs, deltas
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from detkit.models.heads.retina_head import DenseTestConfig, postprocess_detections
-from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
-from detkit.models.task_utils import DeltaXYWHBBoxCoder
-from detkit.models.task_utils.random_sampler import SamplingResult
+from detkit.models.losses.base import uses_label_groups
+from detkit.models.task_utils import (
+    DeltaXYWHBBoxCoder,
+    RoITestConfig,
+    SamplingResult,
+    nms_and_rescale,
+)
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
-from detkit.structures import Detections, DetSample
+from detkit.structures import Detections, DetSample, LabelGroups
 
 
 @MODELS.register_module()
@@ -41,17 +44,16 @@ class Shared2FCBBoxHead(BaseModule):
         fc_out_channels: width of the two shared layers (1024).
         bbox_coder: a ``DeltaXYWHBBoxCoder`` or its config (stds 0.1, 0.1, 0.2, 0.2).
         loss_bbox: the box loss (``L1Loss``) or its config.
-        loss_cls: the classification loss or its config; None picks ``CrossEntropyLoss()``,
-            or ``GroupSoftmaxLoss()`` with ``use_group_softmax``. A loss given explicitly must
-            agree with ``use_group_softmax``.
-        use_group_softmax: train the classifier with GroupSoftmax; every training image then
-            needs ``DetSample.label_groups`` (``(K + 1,)`` group vector of its dataset).
+        loss_cls: the softmax classification loss or its config: ``CrossEntropyLoss`` or
+            ``GroupSoftmaxLoss`` (every training image then needs ``DetSample.label_groups``,
+            the ``(K + 1,)`` group vector of its data set; the RoI head hands them over).
         init_cfg: mmengine init config; by default Xavier-uniform shared layers, ``fc_cls``
             N(0, 0.01), ``fc_reg`` N(0, 0.001), zero biases.
 
     Example:
         >>> head = Shared2FCBBoxHead(num_classes=3, in_channels=8, fc_out_channels=16,
         ...                          bbox_coder=dict(type='DeltaXYWHBBoxCoder'),
+        ...                          loss_cls=dict(type='CrossEntropyLoss'),
         ...                          loss_bbox=dict(type='L1Loss'))
         >>> cls_score, bbox_pred = head(torch.randn(5, 8, 7, 7))
         >>> tuple(cls_score.shape), tuple(bbox_pred.shape)
@@ -59,26 +61,20 @@ class Shared2FCBBoxHead(BaseModule):
     """
 
     def __init__(self, *, num_classes: int, in_channels: int = 256, roi_feat_size: int = 7,
-                 fc_out_channels: int = 1024, bbox_coder: Any, loss_bbox: Any,
-                 loss_cls: Any = None, use_group_softmax: bool = False,
+                 fc_out_channels: int = 1024, bbox_coder: Any, loss_cls: Any, loss_bbox: Any,
                  init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
         if num_classes < 1:
             raise ValueError(f'Shared2FCBBoxHead: num_classes must be >= 1, got {num_classes}')
         self.num_classes = num_classes
-        self.use_group_softmax = bool(use_group_softmax)
         self.bbox_coder: DeltaXYWHBBoxCoder = build_if_config(bbox_coder, TASK_UTILS)
         self.loss_bbox: nn.Module = build_if_config(loss_bbox, MODELS)
-        if loss_cls is None:
-            loss_cls = GroupSoftmaxLoss() if self.use_group_softmax else CrossEntropyLoss()
         self.loss_cls: nn.Module = build_if_config(loss_cls, MODELS)
-        if self.use_group_softmax != isinstance(self.loss_cls, GroupSoftmaxLoss) or \
-                getattr(self.loss_cls, 'use_sigmoid', False):
-            wanted = ("dict(type='GroupSoftmaxLoss')" if self.use_group_softmax else
-                      "dict(type='CrossEntropyLoss', use_sigmoid=False)")
-            raise ValueError(f'Shared2FCBBoxHead: loss_cls={self.loss_cls!r} does not fit '
-                             f'use_group_softmax={self.use_group_softmax}; use '
-                             f'loss_cls={wanted} or loss_cls=None (chosen from the flag)')
+        if getattr(self.loss_cls, 'use_sigmoid', False):
+            raise ValueError(f'Shared2FCBBoxHead: loss_cls={type(self.loss_cls).__name__}'
+                             '(use_sigmoid=True) does not fit its softmax over K + 1 classes; '
+                             "use dict(type='CrossEntropyLoss', use_sigmoid=False) or "
+                             "dict(type='GroupSoftmaxLoss')")
         self.shared_fcs = nn.ModuleList([
             nn.Linear(in_channels * roi_feat_size * roi_feat_size, fc_out_channels),
             nn.Linear(fc_out_channels, fc_out_channels)])
@@ -133,9 +129,13 @@ class Shared2FCBBoxHead(BaseModule):
                                                                     sampled.pos_gt_bboxes)
         return labels, bbox_targets
 
+    @property
+    def uses_label_groups(self) -> bool:
+        """Whether :meth:`loss` needs the label groups of the RoIs (GroupSoftmax)."""
+        return uses_label_groups(self.loss_cls)
+
     def loss(self, cls_score: Tensor, bbox_pred: Tensor, labels: Tensor, bbox_targets: Tensor,
-             roi_image_index: Tensor | None = None,
-             image_label_groups: Tensor | None = None) -> dict[str, Tensor]:
+             groups: LabelGroups | None = None) -> dict[str, Tensor]:
         """Classification and box losses of the sampled RoIs of a batch.
 
         Args:
@@ -143,9 +143,7 @@ class Shared2FCBBoxHead(BaseModule):
             bbox_pred: ``(R, 4 * K)`` deltas.
             labels: ``(R,)`` int64 targets, ``K`` background.
             bbox_targets: ``(R, 4)`` encoded box targets (used at positives).
-            roi_image_index: ``(R,)`` int64 image of each RoI (GroupSoftmax only).
-            image_label_groups: ``(B, K + 1)`` int64 group vector of each image (GroupSoftmax
-                only).
+            groups: the label groups of the R RoIs, for a loss that uses them (GroupSoftmax).
 
         Returns:
             ``dict(loss_cls, loss_bbox, acc)``: the two losses, each divided by ``R``, and the
@@ -154,25 +152,16 @@ class Shared2FCBBoxHead(BaseModule):
         """
         num_rois = labels.shape[0]
         avg_factor = cls_score.new_tensor(float(max(num_rois, 1)))
-        if self.use_group_softmax:
-            if roi_image_index is None or image_label_groups is None:
-                raise ValueError('Shared2FCBBoxHead(use_group_softmax=True).loss needs '
-                                 'roi_image_index and image_label_groups')
-            loss_cls = self.loss_cls(cls_score, labels, avg_factor=avg_factor,
-                                     dataset_index=roi_image_index,
-                                     group_table=image_label_groups)
-        else:
-            loss_cls = self.loss_cls(cls_score, labels, avg_factor=avg_factor)
+        loss_cls = self.loss_cls(cls_score, labels, avg_factor=avg_factor, groups=groups)
         positive = torch.nonzero((labels >= 0) & (labels < self.num_classes)).squeeze(1)
         pos_deltas = bbox_pred.reshape(num_rois, self.num_classes, 4)[positive, labels[positive]]
         loss_bbox = self.loss_bbox(pos_deltas, bbox_targets[positive], avg_factor=avg_factor)
         with torch.no_grad():
             predicted = cls_score.argmax(dim=1)
-            if self.use_group_softmax:  # right when the prediction is in the target's group
-                assert image_label_groups is not None  # checked above with use_group_softmax
-                groups = image_label_groups.to(labels.device)[roi_image_index]
-                correct = (groups.gather(1, predicted[:, None]) ==
-                           groups.gather(1, labels.clamp(min=0)[:, None])).squeeze(1)
+            if groups is not None:  # right when the prediction is in the target's group
+                vectors = groups.per_row().to(labels.device)
+                correct = (vectors.gather(1, predicted[:, None]) ==
+                           vectors.gather(1, labels.clamp(min=0)[:, None])).squeeze(1)
             else:
                 correct = predicted == labels
             acc = correct.float().mean() * 100 if num_rois > 0 else cls_score.new_zeros(())
@@ -180,7 +169,7 @@ class Shared2FCBBoxHead(BaseModule):
 
     # ------------------------------------------------------------------ inference
     def predict_single(self, rois: Tensor, cls_score: Tensor, bbox_pred: Tensor,
-                       sample: DetSample, cfg: DenseTestConfig, rescale: bool) -> Detections:
+                       sample: DetSample, cfg: RoITestConfig, rescale: bool) -> Detections:
         """The detections of one image from its RoIs' outputs.
 
         Every (RoI, class) pair whose softmax score (background excluded) exceeds
@@ -203,28 +192,6 @@ class Shared2FCBBoxHead(BaseModule):
         boxes = self.bbox_coder.decode(rois, bbox_pred, max_shape=sample.img_shape)
         boxes = boxes.reshape(num_rois, self.num_classes, 4)
         roi_index, labels = torch.nonzero(scores > cfg.score_thr, as_tuple=True)
-        return postprocess_detections(boxes[roi_index, labels], scores[roi_index, labels],
-                                      labels, cfg, sample, rescale)
-
-
-def stack_label_groups(samples: Sequence[DetSample], num_classes: int) -> Tensor:
-    """The ``(B, K + 1)`` group vectors of a batch, checked, for GroupSoftmax training.
-
-    Args:
-        samples: B samples, each with ``label_groups`` of shape ``(K + 1,)``.
-        num_classes: K.
-
-    Returns:
-        ``(B, K + 1)`` int64.
-    """
-    groups = []
-    for index, sample in enumerate(samples):
-        vector = sample.label_groups
-        if vector is None or tuple(vector.shape) != (num_classes + 1,):
-            got = None if vector is None else tuple(vector.shape)
-            raise ValueError(f'GroupSoftmax training needs DetSample.label_groups of shape '
-                             f'({num_classes + 1},) (K + 1 with background last) on every image; '
-                             f'image {index} ({sample.img_path or sample.img_id!r}) has {got}. '
-                             f'The joint dataset wrapper sets it.')
-        groups.append(vector.to(torch.int64))
-    return torch.stack(groups)
+        return nms_and_rescale(boxes[roi_index, labels], scores[roi_index, labels], labels,
+                               nms_iou_thr=cfg.nms_iou_thr, max_per_img=cfg.max_per_img,
+                               min_bbox_size=cfg.min_bbox_size, sample=sample, rescale=rescale)

@@ -14,61 +14,24 @@ background and ``-1`` means ignored (the anchor trains neither class nor box).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from detkit.models.layers import ConvModule
+from detkit.models.losses.base import uses_label_groups
 from detkit.models.task_utils import AnchorGenerator, DeltaXYWHBBoxCoder, MaxIoUAssigner
 from detkit.models.task_utils.distributed import mean_over_processes
+from detkit.models.task_utils.postprocess import (
+    DenseTestConfig,
+    flatten_levels,
+    nms_and_rescale,
+    padded_input_shape,
+)
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample
-
-
-@dataclass(frozen=True)
-class DenseTestConfig:
-    """Post-processing settings of a dense head, read from an mmdetection-style ``test_cfg``.
-
-    Attributes:
-        nms_pre: per level, at most this many (anchor, class) candidates enter NMS.
-        score_thr: candidates scoring at or below this are dropped before the top-k.
-        nms_iou_thr: IoU above which a lower-scoring box of the same class is suppressed.
-        max_per_img: detections kept per image after NMS.
-        min_bbox_size: boxes whose width or height is at most this are dropped (0: none).
-    """
-
-    nms_pre: int = 1000
-    score_thr: float = 0.05
-    nms_iou_thr: float = 0.5
-    max_per_img: int = 100
-    min_bbox_size: float = 0.0
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None) -> 'DenseTestConfig':
-        """Read ``dict(nms_pre, score_thr, nms=dict(type='nms', iou_threshold), max_per_img,
-        min_bbox_size)``; unknown keys raise ``KeyError`` naming them."""
-        if cfg is None:
-            return cls()
-        cfg = dict(cfg)
-        nms = dict(cfg.pop('nms', {}) or {})
-        nms_type = nms.pop('type', 'nms')
-        if nms_type != 'nms':
-            raise ValueError(f"test_cfg.nms.type={nms_type!r} is not supported; only 'nms' "
-                             '(class-aware, torchvision.ops.batched_nms) is')
-        if 'iou_threshold' in nms:
-            cfg['nms_iou_thr'] = nms.pop('iou_threshold')
-        if nms:
-            raise KeyError(f'test_cfg.nms has unknown keys {sorted(nms)}; expected iou_threshold')
-        known = {'nms_pre', 'score_thr', 'nms_iou_thr', 'max_per_img', 'min_bbox_size'}
-        unknown = set(cfg) - known
-        if unknown:
-            raise KeyError(f'test_cfg has unknown keys {sorted(unknown)}; expected a subset of '
-                           f'{sorted(known | {"nms"})}')
-        return cls(**cfg)
 
 
 @MODELS.register_module()
@@ -90,8 +53,10 @@ class RetinaHead(BaseModule):
         bbox_coder: a ``DeltaXYWHBBoxCoder`` or its config.
         loss_cls: the classification loss (``FocalLoss``) or its config.
         loss_bbox: the box loss (``L1Loss``) on encoded deltas, or its config.
-        train_cfg: ``dict(assigner=...)``; the assigner is built here.
-        test_cfg: post-processing settings, see :class:`DenseTestConfig`.
+        assigner: labels the anchors in training: a ``MaxIoUAssigner`` or its config (None:
+            the head only predicts; the detector translates mmdetection's ``train_cfg`` into
+            this, see :func:`~detkit.models.detectors.head_arguments`).
+        test_cfg: post-processing settings: a :class:`DenseTestConfig` or its dict.
         prior_prob: initial foreground probability, sets the ``retina_cls`` bias.
         init_cfg: mmengine init config; by default convs are N(0, 0.01).
     """
@@ -99,8 +64,8 @@ class RetinaHead(BaseModule):
     def __init__(self, *, num_classes: int, in_channels: int, feat_channels: int = 256,
                  stacked_convs: int = 4, norm_cfg: dict[str, Any] | None = None,
                  anchor_generator: Any, bbox_coder: Any, loss_cls: Any, loss_bbox: Any,
-                 train_cfg: dict[str, Any] | None = None,
-                 test_cfg: dict[str, Any] | None = None,
+                 assigner: MaxIoUAssigner | dict[str, Any] | None = None,
+                 test_cfg: DenseTestConfig | dict[str, Any] | None = None,
                  prior_prob: float = 0.01, init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
         if num_classes < 1:
@@ -112,14 +77,12 @@ class RetinaHead(BaseModule):
         self.anchor_generator: AnchorGenerator = build_if_config(anchor_generator, TASK_UTILS)
         self.bbox_coder: DeltaXYWHBBoxCoder = build_if_config(bbox_coder, TASK_UTILS)
         self.loss_cls: nn.Module = build_if_config(loss_cls, MODELS)
+        if uses_label_groups(self.loss_cls):
+            raise ValueError(f'RetinaHead: loss_cls={type(self.loss_cls).__name__} needs label '
+                             'groups, which a sigmoid classifier has none of; use '
+                             "dict(type='FocalLoss')")
         self.loss_bbox: nn.Module = build_if_config(loss_bbox, MODELS)
-        train_cfg = dict(train_cfg or {})
-        self.assigner: MaxIoUAssigner | None = (
-            build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
-            if 'assigner' in train_cfg else None)
-        if train_cfg:
-            raise KeyError(f'RetinaHead train_cfg has unknown keys {sorted(train_cfg)}; '
-                           'expected assigner')
+        self.assigner: MaxIoUAssigner | None = build_if_config(assigner, TASK_UTILS)
         self.test_cfg = DenseTestConfig.from_config(test_cfg)
         num_anchors = self.anchor_generator.num_base_anchors
         if len(set(num_anchors)) != 1:
@@ -173,11 +136,6 @@ class RetinaHead(BaseModule):
             bbox_preds.append(self.retina_reg(reg_feat))
         return cls_scores, bbox_preds
 
-    def _flatten(self, maps: Sequence[Tensor], channels: int) -> Tensor:
-        """L maps ``(B, A*c, Hl, Wl)`` -> ``(B, sum_l Hl*Wl*A, c)`` in anchor order."""
-        batch = maps[0].shape[0]
-        return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)
-
     def anchors(self, featmap_sizes: list[tuple[int, int]], device: torch.device,
                 input_shape: tuple[int, int] | None = None) -> list[Tensor]:
         """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels.
@@ -202,8 +160,8 @@ class RetinaHead(BaseModule):
             except at positives).
         """
         if self.assigner is None:
-            raise RuntimeError('RetinaHead.loss needs train_cfg=dict(assigner=...) in the model '
-                               'config')
+            raise RuntimeError('RetinaHead.loss needs an assigner: model.train_cfg='
+                               'dict(assigner=...) in the config, or RetinaHead(assigner=...)')
         result = self.assigner.assign(anchors, sample.gt_bboxes, sample.gt_labels,
                                       sample.gt_ignore_bboxes)
         labels = torch.full((anchors.shape[0],), self.num_classes, dtype=torch.long,
@@ -242,8 +200,8 @@ class RetinaHead(BaseModule):
         # with the whole global batch.
         avg_factor = mean_over_processes(positive.sum().to(cls_scores[0].dtype)).clamp(min=1)
 
-        logits = self._flatten(cls_scores, self.num_classes)
-        deltas = self._flatten(bbox_preds, 4)
+        logits = flatten_levels(cls_scores, self.num_classes)
+        deltas = flatten_levels(bbox_preds, 4)
         loss_cls = self.loss_cls(logits.reshape(-1, self.num_classes), labels.reshape(-1),
                                  avg_factor=avg_factor)
         loss_bbox = self.loss_bbox(deltas[positive], bbox_targets[positive],
@@ -293,49 +251,6 @@ class RetinaHead(BaseModule):
                                                 max_shape=sample.img_shape))
             scores.append(kept_scores)
             labels.append(candidates % self.num_classes)
-        return postprocess_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
-                                      cfg, sample, rescale)
-
-
-def padded_input_shape(samples: Sequence[DetSample]) -> tuple[int, int] | None:
-    """The ``(H, W)`` of the padded input batch, from the samples' ``pad_shape``.
-
-    Args:
-        samples: the batch's samples; the data preprocessor sets every ``pad_shape`` to the
-            batch tensor's size.
-
-    Returns:
-        ``(H, W)``, or None when the samples do not know it (``pad_shape`` unset, ``(0, 0)``).
-    """
-    if not samples:
-        return None
-    height, width = samples[0].pad_shape
-    shape = (int(height), int(width))
-    return shape if min(shape) > 0 else None
-
-
-def postprocess_detections(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: DenseTestConfig,
-                           sample: DetSample, rescale: bool) -> Detections:
-    """Drop tiny boxes, run class-aware NMS, keep the best ``max_per_img`` and rescale.
-
-    Args:
-        boxes: ``(N, 4)`` candidates, xyxy in resized-image pixels.
-        scores: ``(N,)`` their scores.
-        labels: ``(N,)`` their classes.
-        cfg: the thresholds.
-        sample: gives ``scale_factor`` for rescaling.
-        rescale: divide the boxes by ``scale_factor`` (back to original-image pixels).
-
-    Returns:
-        The image's :class:`Detections`, sorted by decreasing score.
-    """
-    if cfg.min_bbox_size > 0:
-        wh = boxes[:, 2:] - boxes[:, :2]
-        large = (wh > cfg.min_bbox_size).all(dim=1)
-        boxes, scores, labels = boxes[large], scores[large], labels[large]
-    keep = batched_nms(boxes, scores, labels, cfg.nms_iou_thr)[:cfg.max_per_img]
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    if rescale:
-        w_scale, h_scale = sample.scale_factor
-        boxes = boxes / boxes.new_tensor([w_scale, h_scale, w_scale, h_scale])
-    return Detections(bboxes=boxes, scores=scores, labels=labels)
+        return nms_and_rescale(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
+                               nms_iou_thr=cfg.nms_iou_thr, max_per_img=cfg.max_per_img,
+                               min_bbox_size=cfg.min_bbox_size, sample=sample, rescale=rescale)

@@ -15,12 +15,16 @@ import torch
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from detkit.models.heads.bbox_head import Shared2FCBBoxHead, stack_label_groups
-from detkit.models.heads.retina_head import DenseTestConfig
-from detkit.models.task_utils import MaxIoUAssigner, MultiLevelRoIAlign, RandomSampler
-from detkit.models.task_utils.random_sampler import SamplingResult
+from detkit.models.heads.bbox_head import Shared2FCBBoxHead
+from detkit.models.task_utils import (
+    MaxIoUAssigner,
+    MultiLevelRoIAlign,
+    RandomSampler,
+    RoITestConfig,
+    SamplingResult,
+)
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
-from detkit.structures import Detections, DetSample
+from detkit.structures import Detections, DetSample, LabelGroups
 
 __all__ = ['Shared2FCBBoxHead', 'StandardRoIHead', 'boxes_to_rois']
 
@@ -44,40 +48,35 @@ class StandardRoIHead(BaseModule):
     """A box branch on proposals: RoI feature extractor + box head (+ assigner and sampler).
 
     Training (:meth:`loss`): each image's proposals are assigned to its ground truth by
-    ``train_cfg['assigner']`` (IoU >= 0.5 positive, < 0.5 background), and
-    ``train_cfg['sampler']`` draws 512 RoIs at most a quarter positive, with the ground-truth
-    boxes added as proposals. Test (:meth:`predict`): every proposal is scored and refined; see
+    ``assigner`` (IoU >= 0.5 positive, < 0.5 background), and ``sampler`` draws 512 RoIs at
+    most a quarter positive, with the ground-truth boxes added as proposals. Test
+    (:meth:`predict`): every proposal is scored and refined; see
     :meth:`Shared2FCBBoxHead.predict_single`.
 
     Args:
         bbox_roi_extractor: a ``MultiLevelRoIAlign`` or its config.
         bbox_head: a ``Shared2FCBBoxHead`` or its config.
-        train_cfg: ``dict(assigner=..., sampler=...)`` (mmdetection's ``train_cfg.rcnn``).
-        test_cfg: ``dict(score_thr, nms=dict(type='nms', iou_threshold), max_per_img)``
-            (mmdetection's ``test_cfg.rcnn``), read by :class:`DenseTestConfig` (its
-            ``nms_pre`` is not used here).
+        assigner: labels the proposals in training: a ``MaxIoUAssigner`` or its config.
+        sampler: draws the trained RoIs: a ``RandomSampler`` or its config.
+        test_cfg: a :class:`RoITestConfig` or its dict, ``dict(score_thr, nms=dict(type='nms',
+            iou_threshold), max_per_img)`` (mmdetection's ``test_cfg.rcnn``). The detector
+            translates mmdetection's ``train_cfg.rcnn``/``test_cfg.rcnn`` into these arguments
+            (:func:`~detkit.models.detectors.head_arguments`).
         init_cfg: mmengine init config.
     """
 
     def __init__(self, *, bbox_roi_extractor: Any, bbox_head: Any,
-                 train_cfg: dict[str, Any] | None = None,
-                 test_cfg: dict[str, Any] | None = None,
+                 assigner: MaxIoUAssigner | dict[str, Any] | None = None,
+                 sampler: RandomSampler | dict[str, Any] | None = None,
+                 test_cfg: RoITestConfig | dict[str, Any] | None = None,
                  init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
         self.bbox_roi_extractor: MultiLevelRoIAlign = build_if_config(bbox_roi_extractor,
                                                                       TASK_UTILS)
         self.bbox_head: Shared2FCBBoxHead = build_if_config(bbox_head, MODELS)
-        train_cfg = dict(train_cfg or {})
-        self.assigner: MaxIoUAssigner | None = (
-            build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
-            if 'assigner' in train_cfg else None)
-        self.sampler: RandomSampler | None = (
-            build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
-            if 'sampler' in train_cfg else None)
-        if train_cfg:
-            raise KeyError(f'StandardRoIHead: train_cfg.rcnn has unknown keys '
-                           f'{sorted(train_cfg)}; expected assigner and sampler')
-        self.test_cfg = DenseTestConfig.from_config(test_cfg)
+        self.assigner: MaxIoUAssigner | None = build_if_config(assigner, TASK_UTILS)
+        self.sampler: RandomSampler | None = build_if_config(sampler, TASK_UTILS)
+        self.test_cfg = RoITestConfig.from_config(test_cfg)
 
     def forward(self, feats: Sequence[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
         """Scores and class-specific deltas of every RoI.
@@ -105,8 +104,9 @@ class StandardRoIHead(BaseModule):
             The :class:`SamplingResult`.
         """
         if self.assigner is None or self.sampler is None:
-            raise RuntimeError('StandardRoIHead.loss needs train_cfg.rcnn=dict(assigner=..., '
-                               'sampler=...) in the model config')
+            raise RuntimeError('StandardRoIHead.loss needs an assigner and a sampler: '
+                               'model.train_cfg.rcnn=dict(assigner=..., sampler=...) in the '
+                               'config, or StandardRoIHead(assigner=..., sampler=...)')
         gt_bboxes = sample.gt_bboxes.to(proposals)
         gt_labels = sample.gt_labels.to(proposals.device)
         assigned = self.assigner.assign(proposals, gt_bboxes, gt_labels, sample.gt_ignore_bboxes)
@@ -131,12 +131,10 @@ class StandardRoIHead(BaseModule):
         bbox_targets = torch.cat([t[1] for t in targets])
         rois = boxes_to_rois([s.priors for s in sampled])
         cls_score, bbox_pred = self(feats, rois)
-        if not self.bbox_head.use_group_softmax:
-            return self.bbox_head.loss(cls_score, bbox_pred, labels, bbox_targets)
-        image_label_groups = stack_label_groups(samples, self.bbox_head.num_classes)
-        return self.bbox_head.loss(cls_score, bbox_pred, labels, bbox_targets,
-                                   roi_image_index=rois[:, 0].long(),
-                                   image_label_groups=image_label_groups.to(labels.device))
+        groups = (LabelGroups.of_images(samples, self.bbox_head.num_classes + 1,
+                                        rois[:, 0].long())
+                  if self.bbox_head.uses_label_groups else None)
+        return self.bbox_head.loss(cls_score, bbox_pred, labels, bbox_targets, groups)
 
     # ------------------------------------------------------------------ inference
     def predict(self, feats: Sequence[Tensor], proposals: Sequence[Tensor],

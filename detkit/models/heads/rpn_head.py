@@ -16,16 +16,16 @@ Two objectness layouts:
 - joint training on ``D`` datasets (``num_datasets=D``): ``C = D + 1``, a softmax over
   ``{object of dataset 0, ..., object of dataset D-1, background}``, background LAST (index
   ``D``) as everywhere in detkit. The positives of an image from dataset ``d``
-  (``DetSample.dataset_index``) are labelled ``d``, its negatives ``D``. With
-  ``use_group_softmax=True`` the loss is :class:`~detkit.models.losses.GroupSoftmaxLoss` with the
-  image's group vector ``gid[d] = 1`` and 0 for background and the other datasets' objects, so
-  dataset ``d``'s images train "object of ``d``" against "anything else", never pushing another
-  dataset's (unlabelled) objects towards background; with ``use_group_softmax=False`` it is plain
-  softmax cross entropy. The proposal score is ``1 - p(background)``.
+  (``DetSample.dataset_index``) are labelled ``d``, its negatives ``D``. The loss is the one the
+  config names: ``CrossEntropyLoss(use_sigmoid=False)``, a plain softmax, or
+  :class:`~detkit.models.losses.GroupSoftmaxLoss`, to which the head hands the label groups of
+  every anchor (``gid[d] = 1``, 0 for background and the other datasets' objects), so dataset
+  ``d``'s images train "object of ``d``" against "anything else", never pushing another
+  dataset's (unlabelled) objects towards background. The proposal score is
+  ``1 - p(background)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -33,57 +33,18 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from detkit.models.heads.retina_head import padded_input_shape
-from detkit.models.losses import CrossEntropyLoss, GroupSoftmaxLoss
+from detkit.models.losses.base import uses_label_groups
 from detkit.models.task_utils import (
     AnchorGenerator,
     DeltaXYWHBBoxCoder,
     MaxIoUAssigner,
+    ProposalConfig,
     RandomSampler,
+    flatten_levels,
+    padded_input_shape,
 )
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
-from detkit.structures import Detections, DetSample
-
-
-@dataclass(frozen=True)
-class ProposalConfig:
-    """How the RPN turns its outputs into proposals (mmdetection's ``rpn`` / ``rpn_proposal``).
-
-    Attributes:
-        nms_pre: per level, the top this many anchors by objectness are decoded (0: all).
-        max_per_img: proposals kept per image after NMS.
-        nms_iou_thr: IoU above which the lower-scoring of two proposals of the same level is
-            suppressed.
-        min_bbox_size: proposals whose width or height is at most this are removed (0 removes
-            only empty boxes, e.g. those clipped to a line at the image border).
-    """
-
-    nms_pre: int = 1000
-    max_per_img: int = 1000
-    nms_iou_thr: float = 0.7
-    min_bbox_size: float = 0.0
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None, key: str) -> 'ProposalConfig':
-        """Read ``dict(nms_pre, max_per_img, nms=dict(type='nms', iou_threshold),
-        min_bbox_size)``; ``key`` names the config section in error messages."""
-        if cfg is None:
-            return cls()
-        cfg = dict(cfg)
-        nms = dict(cfg.pop('nms', {}) or {})
-        if nms.pop('type', 'nms') != 'nms':
-            raise ValueError(f"{key}.nms.type must be 'nms' (torchvision.ops.batched_nms with "
-                             f"level ids)")
-        if 'iou_threshold' in nms:
-            cfg['nms_iou_thr'] = nms.pop('iou_threshold')
-        if nms:
-            raise KeyError(f'{key}.nms has unknown keys {sorted(nms)}; expected iou_threshold')
-        known = {'nms_pre', 'max_per_img', 'nms_iou_thr', 'min_bbox_size'}
-        unknown = set(cfg) - known
-        if unknown:
-            raise KeyError(f'{key} has unknown keys {sorted(unknown)}; expected a subset of '
-                           f'{sorted((known - {"nms_iou_thr"}) | {"nms"})}')
-        return cls(**cfg)
+from detkit.structures import Detections, DetSample, LabelGroups
 
 
 @MODELS.register_module()
@@ -94,9 +55,9 @@ class RPNHead(BaseModule):
     see the module docstring for ``C``) and ``rpn_reg`` (``A * 4`` deltas). Module names are
     mmdetection 3.x's, so its Faster R-CNN checkpoints load with ``strict=True``.
 
-    Training (:meth:`loss`): anchors are assigned by ``train_cfg['assigner']`` (IoU >= 0.7
-    object, < 0.3 background, each gt's best anchor object from IoU 0.3), ``train_cfg['sampler']``
-    draws 256 of them per image at most half positive, and both losses are divided by the number
+    Training (:meth:`loss`): anchors are assigned by ``assigner`` (IoU >= 0.7 object, < 0.3
+    background, each gt's best anchor object from IoU 0.3), ``sampler`` draws 256 of them per
+    image at most half positive, and both losses are divided by the number
     of sampled anchors in the batch: objectness cross entropy over the sampled anchors, L1 on the
     positives' deltas.
 
@@ -107,36 +68,38 @@ class RPNHead(BaseModule):
             0.5/1/2, strides 4-64 on P2-P6).
         bbox_coder: a ``DeltaXYWHBBoxCoder`` or its config (means 0, stds 1).
         loss_bbox: the box loss (``L1Loss``) or its config.
-        loss_cls: the objectness loss or its config; None picks the one the layout needs:
-            ``CrossEntropyLoss(use_sigmoid=True)`` for a single dataset,
-            ``GroupSoftmaxLoss()`` with ``use_group_softmax``, ``CrossEntropyLoss()``
-            otherwise. A loss given explicitly must agree with the layout.
+        loss_cls: the objectness loss or its config, fitting the layout:
+            ``CrossEntropyLoss(use_sigmoid=True)`` for the sigmoid RPN; for the softmax RPN
+            ``CrossEntropyLoss(use_sigmoid=False)`` or ``GroupSoftmaxLoss``.
         num_datasets: None for the sigmoid RPN; ``D`` for the ``(D + 1)``-way softmax RPN of
             joint training (images carry ``dataset_index`` in ``[0, D)``).
-        use_group_softmax: with ``num_datasets``, train the softmax with GroupSoftmax.
-        train_cfg: ``dict(assigner=..., sampler=...)``, both built here.
-        train_proposal_cfg: :class:`ProposalConfig` of the proposals made during training
-            (mmdetection's ``rpn_proposal``: nms_pre 2000, max_per_img 1000, NMS 0.7).
-        test_cfg: :class:`ProposalConfig` at test time (nms_pre 1000, max_per_img 1000).
+        assigner: labels the anchors in training: a ``MaxIoUAssigner`` or its config.
+        sampler: draws the trained anchors: a ``RandomSampler`` or its config.
+        train_proposal_cfg: the proposals made during training, a :class:`ProposalConfig` or
+            its dict (mmdetection's ``rpn_proposal``; default nms_pre 2000, max_per_img 1000,
+            NMS 0.7).
+        test_cfg: the proposals at test time, a :class:`ProposalConfig` or its dict (default
+            nms_pre 1000, max_per_img 1000). The detector translates mmdetection's
+            ``train_cfg``/``test_cfg`` into these arguments
+            (:func:`~detkit.models.detectors.head_arguments`).
         init_cfg: mmengine init config; by default convs are N(0, 0.01) with zero bias.
     """
 
+    group_table: Tensor  # (D, D + 1) int64, softmax layout only: see anchor_label_groups
+
     def __init__(self, *, in_channels: int, feat_channels: int = 256, anchor_generator: Any,
-                 bbox_coder: Any, loss_bbox: Any, loss_cls: Any = None,
-                 num_datasets: int | None = None, use_group_softmax: bool = False,
-                 train_cfg: dict[str, Any] | None = None,
-                 train_proposal_cfg: dict[str, Any] | None = None,
-                 test_cfg: dict[str, Any] | None = None,
+                 bbox_coder: Any, loss_bbox: Any, loss_cls: Any,
+                 num_datasets: int | None = None,
+                 assigner: MaxIoUAssigner | dict[str, Any] | None = None,
+                 sampler: RandomSampler | dict[str, Any] | None = None,
+                 train_proposal_cfg: ProposalConfig | dict[str, Any] | None = None,
+                 test_cfg: ProposalConfig | dict[str, Any] | None = None,
                  init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
         if num_datasets is not None and (not isinstance(num_datasets, int) or num_datasets < 1):
             raise ValueError(f'RPNHead: num_datasets must be None (sigmoid objectness) or a '
                              f'positive int, got {num_datasets!r}')
-        if use_group_softmax and num_datasets is None:
-            raise ValueError('RPNHead: use_group_softmax=True needs num_datasets=D (the softmax '
-                             'over {object of each dataset, background})')
         self.num_datasets = num_datasets
-        self.use_group_softmax = bool(use_group_softmax)
         self.use_sigmoid = num_datasets is None
         self.cls_out_channels = 1 if num_datasets is None else num_datasets + 1
         self.background_label = 1 if num_datasets is None else num_datasets
@@ -145,16 +108,8 @@ class RPNHead(BaseModule):
         self.bbox_coder: DeltaXYWHBBoxCoder = build_if_config(bbox_coder, TASK_UTILS)
         self.loss_bbox: nn.Module = build_if_config(loss_bbox, MODELS)
         self.loss_cls = self._objectness_loss(loss_cls)
-        train_cfg = dict(train_cfg or {})
-        self.assigner: MaxIoUAssigner | None = (
-            build_if_config(train_cfg.pop('assigner'), TASK_UTILS)
-            if 'assigner' in train_cfg else None)
-        self.sampler: RandomSampler | None = (
-            build_if_config(train_cfg.pop('sampler'), TASK_UTILS)
-            if 'sampler' in train_cfg else None)
-        if train_cfg:
-            raise KeyError(f'RPNHead: train_cfg.rpn has unknown keys {sorted(train_cfg)}; '
-                           'expected assigner and sampler')
+        self.assigner: MaxIoUAssigner | None = build_if_config(assigner, TASK_UTILS)
+        self.sampler: RandomSampler | None = build_if_config(sampler, TASK_UTILS)
         self.train_proposal_cfg = ProposalConfig.from_config(
             train_proposal_cfg or dict(nms_pre=2000), 'train_cfg.rpn_proposal')
         self.test_cfg = ProposalConfig.from_config(test_cfg, 'test_cfg.rpn')
@@ -175,19 +130,19 @@ class RPNHead(BaseModule):
             self.register_buffer('group_table', table, persistent=False)
 
     def _objectness_loss(self, loss_cls: Any) -> nn.Module:
-        layout = ('num_datasets=None (sigmoid objectness)' if self.use_sigmoid else
-                  f'num_datasets={self.num_datasets}, use_group_softmax={self.use_group_softmax}')
-        if loss_cls is None:
-            if self.use_group_softmax:
-                return GroupSoftmaxLoss()
-            return CrossEntropyLoss(use_sigmoid=self.use_sigmoid)
+        """Build ``loss_cls`` and check that it fits the objectness layout."""
         built: nn.Module = build_if_config(loss_cls, MODELS)
-        if self.use_group_softmax != isinstance(built, GroupSoftmaxLoss) or \
-                getattr(built, 'use_sigmoid', self.use_sigmoid) != self.use_sigmoid:
-            wanted = ("dict(type='GroupSoftmaxLoss')" if self.use_group_softmax else
-                      f"dict(type='CrossEntropyLoss', use_sigmoid={self.use_sigmoid})")
-            raise ValueError(f'RPNHead: loss_cls={built!r} does not fit {layout}; use '
-                             f'loss_cls={wanted} or loss_cls=None (chosen from the layout)')
+        sigmoid = bool(getattr(built, 'use_sigmoid', False))
+        name = type(built).__name__
+        if self.num_datasets is None and not sigmoid:
+            raise ValueError(f'RPNHead: loss_cls={name} does not fit the sigmoid objectness of '
+                             "num_datasets=None; use loss_cls=dict(type='CrossEntropyLoss', "
+                             'use_sigmoid=True), or num_datasets=D for a softmax over data sets')
+        if self.num_datasets is not None and sigmoid:
+            raise ValueError(f'RPNHead: loss_cls={name}(use_sigmoid=True) does not fit the '
+                             f'softmax objectness of num_datasets={self.num_datasets}; use '
+                             "dict(type='CrossEntropyLoss', use_sigmoid=False) or "
+                             "dict(type='GroupSoftmaxLoss', use_sigmoid=False)")
         return built
 
     def init_weights(self) -> None:
@@ -240,6 +195,16 @@ class RPNHead(BaseModule):
                              f'expected 0..{self.num_datasets - 1}')
         return index
 
+    def anchor_label_groups(self, samples: Sequence[DetSample],
+                            anchors_per_image: int) -> LabelGroups:
+        """The label groups of every anchor of the batch (images in order): row ``d`` of the
+        group table (object of data set ``d`` its own group, everything else background's) for
+        the anchors of an image of data set ``d``."""
+        image_dataset = torch.tensor([self.object_label(s) for s in samples],
+                                     device=self.group_table.device)
+        return LabelGroups(table=self.group_table,
+                           row_index=image_dataset.repeat_interleave(anchors_per_image))
+
     def assign_and_sample_anchors(self, anchors: Tensor,
                                   sample: DetSample) -> tuple[Tensor, Tensor]:
         """Label the anchors of one image and encode the box targets of the sampled positives.
@@ -254,8 +219,9 @@ class RPNHead(BaseModule):
             every anchor not sampled; ``(N, 4)`` deltas, zero except at sampled positives.
         """
         if self.assigner is None or self.sampler is None:
-            raise RuntimeError('RPNHead.loss needs train_cfg.rpn=dict(assigner=..., '
-                               'sampler=...) in the model config')
+            raise RuntimeError('RPNHead.loss needs an assigner and a sampler: '
+                               'model.train_cfg.rpn=dict(assigner=..., sampler=...) in the '
+                               'config, or RPNHead(assigner=..., sampler=...)')
         gt_bboxes = sample.gt_bboxes.to(anchors)
         object_labels = torch.zeros(gt_bboxes.shape[0], dtype=torch.int64,
                                     device=anchors.device)
@@ -294,17 +260,13 @@ class RPNHead(BaseModule):
         positive = (labels >= 0) & (labels != self.background_label)
         num_sampled = (labels >= 0).sum().clamp(min=1).to(cls_scores[0].dtype)
 
-        logits = _flatten(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
-        deltas = _flatten(bbox_preds, 4)
-        if self.use_group_softmax:
-            image_dataset = torch.tensor([self.object_label(s) for s in samples],
-                                         device=logits.device)
-            loss_cls = self.loss_cls(
-                logits, labels.reshape(-1), avg_factor=num_sampled,
-                dataset_index=image_dataset.repeat_interleave(labels.shape[1]),
-                group_table=self.group_table)
-        else:
-            loss_cls = self.loss_cls(logits, labels.reshape(-1), avg_factor=num_sampled)
+        logits = flatten_levels(cls_scores, self.cls_out_channels).reshape(
+            -1, self.cls_out_channels)
+        deltas = flatten_levels(bbox_preds, 4)
+        groups = (self.anchor_label_groups(samples, labels.shape[1])
+                  if uses_label_groups(self.loss_cls) else None)
+        loss_cls = self.loss_cls(logits, labels.reshape(-1), avg_factor=num_sampled,
+                                 groups=groups)
         loss_bbox = self.loss_bbox(deltas[positive], bbox_targets[positive],
                                    avg_factor=num_sampled)
         return dict(loss_rpn_cls=loss_cls, loss_rpn_bbox=loss_bbox)
@@ -414,9 +376,3 @@ def select_proposals(boxes: Tensor, scores: Tensor, level_ids: Tensor,
     boxes, scores, level_ids = boxes[large], scores[large], level_ids[large]
     keep = batched_nms(boxes, scores, level_ids, cfg.nms_iou_thr)[:cfg.max_per_img]
     return boxes[keep], scores[keep]
-
-
-def _flatten(maps: Sequence[Tensor], channels: int) -> Tensor:
-    """L maps ``(B, A*c, Hl, Wl)`` -> ``(B, sum_l Hl*Wl*A, c)`` in anchor order."""
-    batch = maps[0].shape[0]
-    return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)

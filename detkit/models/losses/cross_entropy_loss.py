@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from detkit.registry import MODELS
+from detkit.structures import LabelGroups
+
+from .base import ClassificationLoss
 
 
 @MODELS.register_module()
-class CrossEntropyLoss(nn.Module):
+class CrossEntropyLoss(ClassificationLoss):
     """Softmax or binary cross entropy, summed and divided by ``avg_factor``.
 
     Labels follow detkit's convention in both modes: ``0 .. K-1`` foreground, ``K`` background,
@@ -43,7 +46,8 @@ class CrossEntropyLoss(nn.Module):
         self.loss_weight = float(loss_weight)
 
     def forward(self, logits: Tensor, labels: Tensor, weight: Tensor | None = None,
-                avg_factor: float | Tensor | None = None) -> Tensor:
+                avg_factor: float | Tensor | None = None,
+                groups: LabelGroups | None = None) -> Tensor:
         """The reduced cross entropy.
 
         Args:
@@ -51,6 +55,7 @@ class CrossEntropyLoss(nn.Module):
             labels: ``(N,)`` int64 in ``[-1, K]``.
             weight: ``(N,)`` per-row weight, or None.
             avg_factor: divisor of the summed loss, or None (see the class docstring).
+            groups: must be None (GroupSoftmaxLoss is the loss that takes label groups).
 
         Returns:
             A scalar; 0 (connected to the graph) when no row is trained.
@@ -59,6 +64,7 @@ class CrossEntropyLoss(nn.Module):
             raise ValueError(f'CrossEntropyLoss: logits must have shape (N, C), got '
                              f'{tuple(logits.shape)}')
         num_rows, num_columns = logits.shape
+        self.check_groups(groups, num_rows, num_columns)
         if labels.shape != (num_rows,) or labels.dtype.is_floating_point:
             raise ValueError(f'CrossEntropyLoss: labels must be an integer tensor of shape '
                              f'({num_rows},), got {labels.dtype} {tuple(labels.shape)}')

@@ -6,14 +6,17 @@ reference :func:`detkit.ops.sigmoid_focal_loss_reference`.
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from detkit.ops import sigmoid_focal_loss
 from detkit.registry import MODELS
+from detkit.structures import LabelGroups
+
+from .base import ClassificationLoss
 
 
 @MODELS.register_module()
-class FocalLoss(nn.Module):
+class FocalLoss(ClassificationLoss):
     """Sigmoid focal loss summed over rows and classes, divided by ``avg_factor``.
 
     Args:
@@ -39,7 +42,8 @@ class FocalLoss(nn.Module):
         self.loss_weight = float(loss_weight)
 
     def forward(self, logits: Tensor, labels: Tensor, weight: Tensor | None = None,
-                avg_factor: float | Tensor = 1.0) -> Tensor:
+                avg_factor: float | Tensor | None = None,
+                groups: LabelGroups | None = None) -> Tensor:
         """The weighted, summed focal loss.
 
         Args:
@@ -47,12 +51,14 @@ class FocalLoss(nn.Module):
             labels: ``(N,)`` int64 in ``[-1, C]`` (``C`` background, ``-1`` ignored).
             weight: ``(N,)`` per-row weight, or None.
             avg_factor: the divisor of the summed loss, typically the number of positives
-                (at least 1).
+                (at least 1); None divides by 1.
+            groups: must be None (a sigmoid loss has no label groups).
 
         Returns:
             A scalar tensor: ``loss_weight * sum(loss) / avg_factor``.
         """
-        if not isinstance(avg_factor, Tensor) and avg_factor <= 0:
+        self.check_groups(groups, *logits.shape[:2])
+        if avg_factor is not None and not isinstance(avg_factor, Tensor) and avg_factor <= 0:
             raise ValueError(f'FocalLoss: avg_factor={avg_factor} must be > 0')
         loss = sigmoid_focal_loss(logits, labels, self.gamma, self.alpha, weight,
                                   avg_factor=avg_factor, reduction='sum')

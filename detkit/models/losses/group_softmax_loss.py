@@ -32,9 +32,12 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from detkit.registry import MODELS
+from detkit.structures import LabelGroups
+
+from .base import ClassificationLoss
 
 # detkit.ops.group_softmax_cross_entropy, or None (declared first: the import may fail).
 _fused_group_softmax: Callable[..., Tensor] | None
@@ -93,83 +96,77 @@ def group_softmax_loss_reference(logits: Tensor, labels: Tensor, label_groups: T
 
 
 @MODELS.register_module()
-class GroupSoftmaxLoss(nn.Module):
+class GroupSoftmaxLoss(ClassificationLoss):
     """GroupSoftmax cross entropy, summed over rows and divided by the non-ignored row count.
 
-    The group vectors come either per row (``label_groups``, ``(N, K + 1)``) or as a table
-    (``group_table``, ``(D, K + 1)``) with the table row of each logit row
-    (``dataset_index``, ``(N,)``). The fused op takes the table form; per-row vectors are turned
-    into it with ``torch.unique(dim=0)``.
+    Called like every classification loss, with the rows' label groups as ``groups`` (a
+    :class:`~detkit.structures.LabelGroups`: a few group vectors and the vector each row uses,
+    the form the fused kernel takes). It is a softmax: a config that replaces a
+    ``CrossEntropyLoss(use_sigmoid=False)`` with it keeps ``use_sigmoid=False``.
 
     Args:
+        use_sigmoid: must be False; accepted so that a config can name this loss in place of
+            a softmax ``CrossEntropyLoss``.
         loss_weight: multiplier of the loss.
 
     Example:
         >>> loss = GroupSoftmaxLoss()
         >>> z = torch.zeros(2, 3)                       # K = 2, background at column 2
-        >>> table = torch.tensor([[1, 0, 0], [2, 1, 0]])
-        >>> # row 0 (dataset 0, background): G = {1, 2}; row 1 (dataset 1, class 1): G = {1}
-        >>> value = loss(z, torch.tensor([2, 1]), dataset_index=torch.tensor([0, 1]),
-        ...              group_table=table)
-        >>> round(float(value), 4)                      # (log(3/2) + log 3) / 2
+        >>> groups = LabelGroups(table=torch.tensor([[1, 0, 0], [2, 1, 0]]),
+        ...                      row_index=torch.tensor([0, 1]))
+        >>> # row 0 (vector 0, background): G = {1, 2}; row 1 (vector 1, class 1): G = {1}
+        >>> round(float(loss(z, torch.tensor([2, 1]), groups=groups)), 4)  # (log 3/2 + log 3)/2
         0.752
     """
 
-    def __init__(self, loss_weight: float = 1.0) -> None:
+    uses_label_groups = True
+
+    def __init__(self, use_sigmoid: bool = False, loss_weight: float = 1.0) -> None:
         super().__init__()
+        if use_sigmoid:
+            raise ValueError('GroupSoftmaxLoss is a softmax over groups of classes: '
+                             'use_sigmoid must be False (a sigmoid objectness is '
+                             "CrossEntropyLoss(use_sigmoid=True))")
         self.loss_weight = float(loss_weight)
 
-    def forward(self, logits: Tensor, labels: Tensor, label_groups: Tensor | None = None,
-                weight: Tensor | None = None, avg_factor: float | Tensor | None = None, *,
-                dataset_index: Tensor | None = None,
-                group_table: Tensor | None = None) -> Tensor:
+    def forward(self, logits: Tensor, labels: Tensor, weight: Tensor | None = None,
+                avg_factor: float | Tensor | None = None,
+                groups: LabelGroups | None = None) -> Tensor:
         """The reduced GroupSoftmax loss.
 
         Args:
             logits: ``(N, K + 1)`` scores, background at column ``K``.
             labels: ``(N,)`` int64 in ``[0, K]``, ``-1`` ignored.
-            label_groups: ``(N, K + 1)`` int64 group vector of every row; or None when
-                ``dataset_index`` and ``group_table`` are given instead.
             weight: ``(N,)`` per-row weight, or None.
             avg_factor: divisor of the summed loss; None divides by the number of non-ignored
                 rows (at least 1, so an all-ignored batch gives 0).
-            dataset_index: ``(N,)`` int64 row of ``group_table`` for each logit row.
-            group_table: ``(D, K + 1)`` int64 group vectors.
+            groups: the label groups of the N rows (required).
 
         Returns:
             A scalar: ``loss_weight * sum_i(weight_i * L_i) / avg_factor``.
         """
-        table_form = dataset_index is not None or group_table is not None
-        if (label_groups is not None) == table_form or \
-                (table_form and (dataset_index is None or group_table is None)):
-            raise ValueError('GroupSoftmaxLoss: give either label_groups (N, K + 1) or both '
-                             'dataset_index (N,) and group_table (D, K + 1), exactly one of the '
-                             'two forms')
+        if logits.dim() != 2:
+            raise ValueError(f'GroupSoftmaxLoss: logits must have shape (N, K + 1), got '
+                             f'{tuple(logits.shape)}')
+        self.check_groups(groups, *logits.shape)
+        assert groups is not None  # check_groups raised otherwise
         if avg_factor is not None and not isinstance(avg_factor, Tensor) and avg_factor <= 0:
             raise ValueError(f'GroupSoftmaxLoss: avg_factor={avg_factor} must be > 0')
         if weight is not None and weight.shape != labels.shape:
             raise ValueError(f'GroupSoftmaxLoss: weight must have shape {tuple(labels.shape)} '
                              f'(one per row), got {tuple(weight.shape)}')
-        if logits.dim() == 2 and logits.shape[0] == 0:
+        if logits.shape[0] == 0:
             return logits.sum() * 0
         if _fused_group_softmax is not None:
-            if label_groups is not None:
-                if label_groups.shape != logits.shape:
-                    raise ValueError(f'GroupSoftmaxLoss: label_groups must have the shape of '
-                                     f'logits {tuple(logits.shape)}, got '
-                                     f'{tuple(label_groups.shape)}')
-                group_table, dataset_index = torch.unique(label_groups, dim=0,
-                                                          return_inverse=True)
             # 'sum' accumulates float16/bfloat16 logits in float32
-            total = _fused_group_softmax(logits, labels, dataset_index, group_table,
+            total = _fused_group_softmax(logits, labels, groups.row_index.to(logits.device),
+                                         groups.table.to(logits.device),
                                          reduction='none' if weight is not None else 'sum')
         else:
-            if label_groups is None:
-                assert group_table is not None  # the table form, checked at the top
-                label_groups = group_table.to(logits.device)[dataset_index]
             if logits.dtype in (torch.float16, torch.bfloat16):
                 logits = logits.float()
-            total = group_softmax_loss_reference(logits, labels, label_groups)
+            total = group_softmax_loss_reference(logits, labels,
+                                                 groups.per_row().to(logits.device))
         if weight is not None:
             total = total.float() if total.dtype in (torch.float16, torch.bfloat16) else total
             total = total * weight.to(total.dtype)

@@ -1,13 +1,24 @@
-"""Task utilities of the dense heads: anchors, IoU, the max-IoU assigner and the box coder."""
+"""Task utilities of the heads: anchors, IoU, assigners, samplers, the box coder, RoI pooling and
+the post-processing the heads share (test-time settings, flattening, NMS and rescaling)."""
 from .anchor_generator import AnchorGenerator
 from .bbox_overlaps import bbox_overlaps
 from .delta_xywh_coder import DeltaXYWHBBoxCoder
 from .distributed import mean_over_processes
 from .max_iou_assigner import AssignResult, MaxIoUAssigner
-
-__all__ = ['AnchorGenerator', 'AssignResult', 'DeltaXYWHBBoxCoder', 'MaxIoUAssigner',
-           'bbox_overlaps', 'mean_over_processes']
+from .postprocess import (
+    DenseTestConfig,
+    ProposalConfig,
+    RoITestConfig,
+    flatten_levels,
+    nms_and_rescale,
+    padded_input_shape,
+    read_test_config,
+)
 from .random_sampler import RandomSampler, SamplingResult
 from .roi_extractor import MultiLevelRoIAlign, map_rois_to_levels
 
-__all__ += ['MultiLevelRoIAlign', 'RandomSampler', 'SamplingResult', 'map_rois_to_levels']
+__all__ = ['AnchorGenerator', 'AssignResult', 'DeltaXYWHBBoxCoder', 'DenseTestConfig',
+           'MaxIoUAssigner', 'MultiLevelRoIAlign', 'ProposalConfig', 'RandomSampler',
+           'RoITestConfig', 'SamplingResult', 'bbox_overlaps', 'flatten_levels',
+           'map_rois_to_levels', 'mean_over_processes', 'nms_and_rescale',
+           'padded_input_shape', 'read_test_config']

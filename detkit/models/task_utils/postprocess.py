@@ -1,0 +1,192 @@
+"""What the heads share around their outputs: test-time settings, flattening, NMS and rescaling.
+
+* One settings type per use, each listing only the fields it reads: :class:`DenseTestConfig`
+  (RetinaNet's ``test_cfg``), :class:`ProposalConfig` (the RPN's ``rpn`` / ``rpn_proposal``),
+  :class:`RoITestConfig` (the RoI head's ``rcnn``). All read mmdetection's layout, ``nms=dict(
+  type='nms', iou_threshold=...)`` included, through :func:`read_test_config`.
+* :func:`flatten_levels`: per-level head outputs ``(B, A*c, Hl, Wl)`` to anchor order.
+* :func:`padded_input_shape`: the padded batch size the samples carry.
+* :func:`nms_and_rescale`: class-aware NMS, the best ``max_per_img``, boxes back to the
+  original image.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Sequence, TypeVar
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from detkit.structures import Detections, DetSample
+
+_Config = TypeVar('_Config', 'DenseTestConfig', 'ProposalConfig', 'RoITestConfig')
+
+
+def read_test_config(cls: type[_Config], cfg: Any, key: str) -> _Config:
+    """Read one of the settings types from an mmdetection-style dict.
+
+    ``nms=dict(type='nms', iou_threshold=t)`` becomes the field ``nms_iou_thr``; every other key
+    must be a field of ``cls``.
+
+    Args:
+        cls: :class:`DenseTestConfig`, :class:`ProposalConfig` or :class:`RoITestConfig`.
+        cfg: the dict, an instance of ``cls`` (returned as it is), or None (the defaults).
+        key: the config key, for error messages (``test_cfg.rpn``).
+
+    Returns:
+        The settings.
+
+    Raises:
+        KeyError: an unknown key (naming ``key`` and the expected ones).
+        ValueError: an NMS type other than ``'nms'``.
+    """
+    if cfg is None:
+        return cls()
+    if isinstance(cfg, cls):
+        return cfg
+    values = dict(cfg)
+    nms = dict(values.pop('nms', {}) or {})
+    nms_type = nms.pop('type', 'nms')
+    if nms_type != 'nms':
+        raise ValueError(f"{key}.nms.type={nms_type!r} is not supported; only 'nms' "
+                         '(class-aware, torchvision.ops.batched_nms) is')
+    if 'iou_threshold' in nms:
+        values['nms_iou_thr'] = nms.pop('iou_threshold')
+    if nms:
+        raise KeyError(f'{key}.nms has unknown keys {sorted(nms)}; expected iou_threshold')
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        expected = sorted((names - {'nms_iou_thr'}) | {'nms'})
+        raise KeyError(f'{key} has unknown keys {sorted(unknown)}; expected a subset of '
+                       f'{expected}')
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class DenseTestConfig:
+    """Post-processing of a dense detection head (RetinaNet's ``test_cfg``).
+
+    Attributes:
+        nms_pre: per level, at most this many (anchor, class) candidates enter NMS (0: all).
+        score_thr: candidates scoring at or below this are dropped before the top-k.
+        nms_iou_thr: IoU above which a lower-scoring box of the same class is suppressed.
+        max_per_img: detections kept per image after NMS.
+        min_bbox_size: boxes whose width or height is at most this are dropped (0: none).
+    """
+
+    nms_pre: int = 1000
+    score_thr: float = 0.05
+    nms_iou_thr: float = 0.5
+    max_per_img: int = 100
+    min_bbox_size: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Any, key: str = 'test_cfg') -> 'DenseTestConfig':
+        """:func:`read_test_config` for this type."""
+        return read_test_config(cls, cfg, key)
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """How the RPN turns its outputs into proposals (mmdetection's ``rpn`` / ``rpn_proposal``).
+
+    Attributes:
+        nms_pre: per level, the top this many anchors by objectness are decoded (0: all).
+        max_per_img: proposals kept per image after NMS.
+        nms_iou_thr: IoU above which the lower-scoring of two proposals of the same level is
+            suppressed.
+        min_bbox_size: proposals whose width or height is at most this are removed (0 removes
+            only empty boxes, e.g. those clipped to a line at the image border).
+    """
+
+    nms_pre: int = 1000
+    max_per_img: int = 1000
+    nms_iou_thr: float = 0.7
+    min_bbox_size: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Any, key: str = 'test_cfg.rpn') -> 'ProposalConfig':
+        """:func:`read_test_config` for this type."""
+        return read_test_config(cls, cfg, key)
+
+
+@dataclass(frozen=True)
+class RoITestConfig:
+    """Post-processing of the RoI head (mmdetection's ``test_cfg.rcnn``).
+
+    Attributes:
+        score_thr: (RoI, class) pairs scoring at or below this are dropped.
+        nms_iou_thr: IoU above which a lower-scoring box of the same class is suppressed.
+        max_per_img: detections kept per image after NMS.
+        min_bbox_size: boxes whose width or height is at most this are dropped before NMS (0:
+            none, as in mmdetection; torchvision's Faster R-CNN drops boxes under 1e-2 px).
+    """
+
+    score_thr: float = 0.05
+    nms_iou_thr: float = 0.5
+    max_per_img: int = 100
+    min_bbox_size: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Any, key: str = 'test_cfg.rcnn') -> 'RoITestConfig':
+        """:func:`read_test_config` for this type."""
+        return read_test_config(cls, cfg, key)
+
+
+def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
+    """L maps ``(B, A*c, Hl, Wl)`` -> ``(B, sum_l Hl*Wl*A, c)`` in anchor order.
+
+    Anchors are ordered location-major (``(y * Wl + x) * A + a``), levels concatenated: the
+    order of :meth:`AnchorGenerator.grid_anchors`.
+    """
+    batch = maps[0].shape[0]
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)
+
+
+def padded_input_shape(samples: Sequence[DetSample]) -> tuple[int, int] | None:
+    """The ``(H, W)`` of the padded input batch, from the samples' ``pad_shape``.
+
+    Args:
+        samples: the batch's samples; the data preprocessor sets every ``pad_shape`` to the
+            batch tensor's size.
+
+    Returns:
+        ``(H, W)``, or None when the samples do not know it (``pad_shape`` unset, ``(0, 0)``).
+    """
+    if not samples:
+        return None
+    height, width = (int(v) for v in samples[0].pad_shape)
+    return (height, width) if min(height, width) > 0 else None
+
+
+def nms_and_rescale(boxes: Tensor, scores: Tensor, labels: Tensor, *, nms_iou_thr: float,
+                    max_per_img: int, sample: DetSample, rescale: bool,
+                    min_bbox_size: float = 0.0) -> Detections:
+    """Drop tiny boxes, run class-aware NMS, keep the best ``max_per_img`` and rescale.
+
+    Args:
+        boxes: ``(N, 4)`` candidates, xyxy in resized-image pixels.
+        scores: ``(N,)`` their scores.
+        labels: ``(N,)`` their classes.
+        nms_iou_thr: IoU above which the lower-scoring of two boxes of a class is suppressed.
+        max_per_img: detections kept.
+        sample: gives ``scale_factor`` for rescaling.
+        rescale: divide the boxes by ``scale_factor`` (back to original-image pixels).
+        min_bbox_size: boxes whose width or height is at most this are dropped first (0: none).
+
+    Returns:
+        The image's :class:`Detections`, sorted by decreasing score.
+    """
+    if min_bbox_size > 0:
+        wh = boxes[:, 2:] - boxes[:, :2]
+        large = (wh > min_bbox_size).all(dim=1)
+        boxes, scores, labels = boxes[large], scores[large], labels[large]
+    keep = batched_nms(boxes, scores, labels, nms_iou_thr)[:max_per_img]
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if rescale:
+        w_scale, h_scale = sample.scale_factor
+        boxes = boxes / boxes.new_tensor([w_scale, h_scale, w_scale, h_scale])
+    return Detections(bboxes=boxes, scores=scores, labels=labels)
