@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from torchvision.ops import batched_nms
 
 from detkit.structures import Detections, DetSample
 
-_Config = TypeVar('_Config', 'DenseTestConfig', 'ProposalConfig', 'RoITestConfig')
+_Config = TypeVar('_Config', bound='_ReadFromConfig')
 
 
 def read_test_config(cls: type[_Config], cfg: Any, key: str) -> _Config:
@@ -56,7 +56,8 @@ def read_test_config(cls: type[_Config], cfg: Any, key: str) -> _Config:
         values['nms_iou_thr'] = nms.pop('iou_threshold')
     if nms:
         raise KeyError(f'{key}.nms has unknown keys {sorted(nms)}; expected iou_threshold')
-    names = {f.name for f in dataclasses.fields(cls)}
+    # the settings types are dataclasses: their fields are the keys a config may set
+    names = {f.name for f in dataclasses.fields(cast(Any, cls))}
     unknown = set(values) - names
     if unknown:
         expected = sorted((names - {'nms_iou_thr'}) | {'nms'})
@@ -65,8 +66,20 @@ def read_test_config(cls: type[_Config], cfg: Any, key: str) -> _Config:
     return cls(**values)
 
 
+class _ReadFromConfig:
+    """``from_config`` of the settings types below (dataclasses): :func:`read_test_config`."""
+
+    config_key: ClassVar[str]  # the config key the settings usually come from
+
+    @classmethod
+    def from_config(cls: type[_Config], cfg: Any, key: str | None = None) -> _Config:
+        """Read the settings from ``cfg``; ``key`` (default :attr:`config_key`) names it in
+        error messages."""
+        return read_test_config(cls, cfg, key or cls.config_key)
+
+
 @dataclass(frozen=True)
-class DenseTestConfig:
+class DenseTestConfig(_ReadFromConfig):
     """Post-processing of a dense detection head (RetinaNet's ``test_cfg``).
 
     Attributes:
@@ -77,20 +90,16 @@ class DenseTestConfig:
         min_bbox_size: boxes whose width or height is at most this are dropped (0: none).
     """
 
+    config_key: ClassVar[str] = 'test_cfg'
     nms_pre: int = 1000
     score_thr: float = 0.05
     nms_iou_thr: float = 0.5
     max_per_img: int = 100
     min_bbox_size: float = 0.0
 
-    @classmethod
-    def from_config(cls, cfg: Any, key: str = 'test_cfg') -> 'DenseTestConfig':
-        """:func:`read_test_config` for this type."""
-        return read_test_config(cls, cfg, key)
-
 
 @dataclass(frozen=True)
-class ProposalConfig:
+class ProposalConfig(_ReadFromConfig):
     """How the RPN turns its outputs into proposals (mmdetection's ``rpn`` / ``rpn_proposal``).
 
     Attributes:
@@ -102,19 +111,15 @@ class ProposalConfig:
             only empty boxes, e.g. those clipped to a line at the image border).
     """
 
+    config_key: ClassVar[str] = 'test_cfg.rpn'
     nms_pre: int = 1000
     max_per_img: int = 1000
     nms_iou_thr: float = 0.7
     min_bbox_size: float = 0.0
 
-    @classmethod
-    def from_config(cls, cfg: Any, key: str = 'test_cfg.rpn') -> 'ProposalConfig':
-        """:func:`read_test_config` for this type."""
-        return read_test_config(cls, cfg, key)
-
 
 @dataclass(frozen=True)
-class RoITestConfig:
+class RoITestConfig(_ReadFromConfig):
     """Post-processing of the RoI head (mmdetection's ``test_cfg.rcnn``).
 
     Attributes:
@@ -125,15 +130,11 @@ class RoITestConfig:
             none, as in mmdetection; torchvision's Faster R-CNN drops boxes under 1e-2 px).
     """
 
+    config_key: ClassVar[str] = 'test_cfg.rcnn'
     score_thr: float = 0.05
     nms_iou_thr: float = 0.5
     max_per_img: int = 100
     min_bbox_size: float = 0.0
-
-    @classmethod
-    def from_config(cls, cfg: Any, key: str = 'test_cfg.rcnn') -> 'RoITestConfig':
-        """:func:`read_test_config` for this type."""
-        return read_test_config(cls, cfg, key)
 
 
 def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
