@@ -58,7 +58,12 @@ class DetSample:
         img_id: the dataset's image id (COCO ``image_id``), -1 when there is none.
         ori_shape: ``(h, w)`` of the decoded image.
         img_shape: ``(h, w)`` after the resize transform.
-        pad_shape: ``(h, w)`` of the padded batch tensor, set by the data preprocessor.
+        pad_shape: ``(h, w)`` of this image padded to the preprocessor's size divisor: its own
+            extent in the batch tensor (mmdetection's ``pad_shape``); anchors beyond it lie over
+            padding, or over another image's, and are not trained. Set by the data
+            preprocessor.
+        batch_input_shape: ``(h, w)`` of the whole padded batch tensor, set by the data
+            preprocessor (the same for every image of a batch).
         scale_factor: ``(w_scale, h_scale)`` = ``img_shape / ori_shape``.
         flip: whether the image was flipped horizontally.
         gt_bboxes: ``(N, 4)`` float32 boxes to detect.
@@ -78,6 +83,7 @@ class DetSample:
     ori_shape: tuple[int, int] = (0, 0)
     img_shape: tuple[int, int] = (0, 0)
     pad_shape: tuple[int, int] = (0, 0)
+    batch_input_shape: tuple[int, int] = (0, 0)
     scale_factor: tuple[float, float] = (1.0, 1.0)
     flip: bool = False
     gt_bboxes: Tensor = field(default_factory=_empty_boxes)

@@ -66,7 +66,9 @@ def test_two_sizes_pad_to_a_multiple_of_32_with_pad_value():
     pad_mask[1, :65, :20] = False
     assert int(pad_mask.sum()) == 2 * 96 * 64 - 40 * 50 - 65 * 20
     assert torch.all(batch.permute(1, 0, 2, 3)[:, pad_mask] == -7.5)
-    assert [s.pad_shape for s in out['data_samples']] == [(96, 64), (96, 64)]
+    # each image's own padded size, and the batch's
+    assert [s.pad_shape for s in out['data_samples']] == [(64, 64), (96, 32)]
+    assert [s.batch_input_shape for s in out['data_samples']] == [(96, 64), (96, 64)]
     assert [s.img_shape for s in out['data_samples']] == [(40, 50), (65, 20)]
 
 
@@ -75,6 +77,7 @@ def test_sizes_already_a_multiple_are_not_padded():
     out = pre(dict(inputs=[_image(64, 32, bgr=(0, 0, 0))], data_samples=[DetSample()]))
     assert out['inputs'].shape == (1, 3, 64, 32)
     assert out['data_samples'][0].pad_shape == (64, 32)
+    assert out['data_samples'][0].batch_input_shape == (64, 32)
 
 
 def test_sample_tensors_keep_dtype_and_values_on_the_preprocessor_device():

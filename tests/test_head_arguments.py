@@ -38,7 +38,7 @@ def test_single_stage_layout():
     args = head_arguments(RETINANET['train_cfg'], RETINANET['test_cfg'], ('bbox_head',),
                           'RetinaNet')
     assert args == {'bbox_head': {'assigner': RETINANET['train_cfg']['assigner'],
-                                  'test_cfg': RETINANET['test_cfg']}}
+                                  'allowed_border': -1, 'test_cfg': RETINANET['test_cfg']}}
     assert head_arguments(None, {}, ('bbox_head',), 'RetinaNet') == {'bbox_head': {}}
 
 
@@ -47,7 +47,8 @@ def test_two_stage_layout():
     args = head_arguments(train, test, ('rpn_head', 'roi_head'), 'FasterRCNN')
     assert args == {
         'rpn_head': {'assigner': train['rpn']['assigner'], 'sampler': train['rpn']['sampler'],
-                     'train_proposal_cfg': train['rpn_proposal'], 'test_cfg': test['rpn']},
+                     'allowed_border': -1, 'train_proposal_cfg': train['rpn_proposal'],
+                     'test_cfg': test['rpn']},
         'roi_head': {'assigner': train['rcnn']['assigner'], 'sampler': train['rcnn']['sampler'],
                      'test_cfg': test['rcnn']}}
 
@@ -65,7 +66,8 @@ def test_the_built_heads_get_what_the_config_says():
     assert isinstance(roi.sampler, RandomSampler) and roi.sampler.num == 512
     assert rpn.train_proposal_cfg == ProposalConfig(nms_pre=2000, max_per_img=1000,
                                                     nms_iou_thr=0.7, min_bbox_size=0)
-    assert rpn.test_cfg == ProposalConfig(nms_pre=1000, max_per_img=1000, nms_iou_thr=0.7)
+    assert rpn.test_cfg == ProposalConfig(nms_pre=1000, max_per_img=1000, nms_iou_thr=0.7,
+                                          min_bbox_size=0)
     assert roi.test_cfg == RoITestConfig(score_thr=0.05, nms_iou_thr=0.5, max_per_img=100)
 
 
@@ -75,11 +77,13 @@ def test_unknown_sections_and_keys_are_named():
                                        r"\['rpn', 'rpn_proposal', 'rcnn'\]"):
         head_arguments({'rcnn_proposal': {}}, None, ('rpn_head', 'roi_head'), 'FasterRCNN')
     with pytest.raises(KeyError, match=r"RetinaNet: model.train_cfg has unknown keys "
-                                       r"\['smoothl1_beta'\]; expected assigner"):
+                                       r"\['smoothl1_beta'\]; expected assigner, "
+                                       r"allowed_border \(and mmdetection's pos_weight=-1, "
+                                       r"debug=False, sampler=dict\(type='PseudoSampler'\)\)"):
         head_arguments({'assigner': {}, 'smoothl1_beta': 0.1}, None, ('bbox_head',),
                        'RetinaNet')
     with pytest.raises(KeyError, match=r"model.train_cfg.rcnn has unknown keys \['mask_size'\]; "
-                                       r"expected assigner and sampler"):
+                                       r"expected assigner, sampler \(and"):
         head_arguments({'rcnn': {'mask_size': 28}}, None, ('rpn_head', 'roi_head'),
                        'FasterRCNN')
 
@@ -89,7 +93,7 @@ def test_a_built_head_beside_a_train_cfg_is_an_error_naming_both():
     head = MODELS.build(dict(model['bbox_head'], assigner=model['train_cfg']['assigner']))
     with pytest.raises(ValueError, match=r"RetinaNet: bbox_head is an already built RetinaHead, "
                                          r"and model.test_cfg and model.train_cfg would give it "
-                                         r"assigner, test_cfg"):
+                                         r"allowed_border, assigner, test_cfg"):
         MODELS.build(dict(model, bbox_head=head))
     built = MODELS.build(dict(model, bbox_head=head, train_cfg=None, test_cfg=None))
     assert built.bbox_head is head  # nothing to hand over: fine
@@ -97,7 +101,8 @@ def test_a_built_head_beside_a_train_cfg_is_an_error_naming_both():
     rpn = MODELS.build(dict(faster['rpn_head']))
     with pytest.raises(ValueError, match=r"FasterRCNN: rpn_head is an already built RPNHead, and "
                                          r"model.test_cfg and model.train_cfg would give it "
-                                         r"assigner, sampler, test_cfg, train_proposal_cfg"):
+                                         r"allowed_border, assigner, sampler, test_cfg, "
+                                         r"train_proposal_cfg"):
         MODELS.build(dict(faster, rpn_head=rpn))
 
 

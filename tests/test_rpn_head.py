@@ -225,7 +225,8 @@ def test_select_proposals_nms_per_level_min_size_and_limit():
                           [70., 70., 70.5, 80.], [0., 0., 100., 100.]])
     scores = torch.tensor([0.9, 0.8, 0.95, 0.99, 0.7, 0.1])
     levels = torch.tensor([0, 1, 0, 0, 2, 3])
-    kept, kept_scores = select_proposals(boxes, scores, levels, ProposalConfig(nms_iou_thr=0.7))
+    kept, kept_scores = select_proposals(boxes, scores, levels,
+                                         ProposalConfig(nms_iou_thr=0.7, min_bbox_size=0))
     # the zero-width box is removed; the near-duplicate on level 0 suppresses the 0.9 box, but
     # the identical box on level 1 survives; the 0.5 px wide box passes min_bbox_size 0
     assert kept_scores.tolist() == pytest.approx([0.95, 0.8, 0.7, 0.1])
@@ -261,7 +262,7 @@ def test_proposals_are_clipped_limited_and_sorted():
     assert torch.all(proposals.scores[:-1] >= proposals.scores[1:])
     assert torch.all(proposals.labels == 0)
     # nms_pre=2 per level: at most 2 candidates of each of the 5 levels
-    head.test_cfg = ProposalConfig(nms_pre=2, max_per_img=1000, nms_iou_thr=0.7)
+    head.test_cfg = ProposalConfig(nms_pre=2, max_per_img=1000, nms_iou_thr=0.7, min_bbox_size=0)
     few = head.predict_proposals(cls_scores, bbox_preds, samples)[0]
     assert len(few) <= 10
     torch.testing.assert_close(few.scores, torch.full((len(few),), 1 / (1 + math.exp(-3.0))))

@@ -332,7 +332,7 @@ def test_config_anchors_equal_torchvision_anchors(arch, torchvision_models):
     assert torch.equal(ours, expected)
 
 
-def test_heads_read_the_padded_shape_from_the_samples():
+def test_heads_read_the_batch_shape_from_the_samples():
     head = RetinaHead(num_classes=1, in_channels=4, feat_channels=4, stacked_convs=1,
                       anchor_generator=dict(type='AnchorGenerator', strides=[8, 16],
                                             ratios=[1.0], sizes=[[4], [6]],
@@ -343,13 +343,13 @@ def test_heads_read_the_padded_shape_from_the_samples():
         for param in head.parameters():
             param.zero_()  # every score sigmoid(0) = 0.5, every delta 0: the boxes are anchors
     cls_scores, bbox_preds = head([torch.zeros(1, 4, 5, 5), torch.zeros(1, 4, 3, 3)])
-    sample = DetSample(img_shape=(40, 40), pad_shape=(40, 40))
+    sample = DetSample(img_shape=(40, 40), pad_shape=(40, 40), batch_input_shape=(40, 40))
     dets = head.predict(cls_scores, bbox_preds, [sample])[0]
     assert len(dets) == 25 + 9
     # level 1 is 3x3 in a 40 px input: its 6 px anchors are 40 // 3 = 13 px apart, not 16
     widths = dets.bboxes[:, 2] - dets.bboxes[:, 0]
     assert sorted(dets.bboxes[widths == 6, 0].tolist()) == [10.0] * 3 + [23.0] * 3
-    with pytest.raises(ValueError, match='pad_shape'):
+    with pytest.raises(ValueError, match='batch_input_shape'):
         head.predict(cls_scores, bbox_preds, [DetSample(img_shape=(40, 40))])
 
 

@@ -64,7 +64,7 @@ model = dict(
     # pairs, decode, clip; NMS 0.5 per class over all levels; 300 detections.
     test_cfg=dict(
         nms_pre=1000,
-        min_bbox_size=0,
+        min_bbox_size=-1,  # torchvision's RetinaNet removes no small boxes
         score_thr=0.05,
         nms=dict(type='nms', iou_threshold=0.5),
         max_per_img=300))

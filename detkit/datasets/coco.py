@@ -45,6 +45,7 @@ _DROP_REASONS = {
     'malformed': 'bbox is not a list of 4 numbers',
     'not_finite': 'bbox has a NaN or infinite value',
     'not_positive': 'bbox width or height <= 0',
+    'sub_pixel': 'bbox width or height under 1 px (as mmdetection drops them)',
     'outside': 'bbox lies entirely outside the image (empty after clipping)',
     'unknown_category': "category_id is not among the file's categories",
     'unknown_image': "image_id is not among the file's images",
@@ -200,6 +201,8 @@ class CocoDataset(BaseDetDataset):
             return None, 'not_finite'
         if w <= 0 or h <= 0:
             return None, 'not_positive'
+        if w < 1 or h < 1:
+            return None, 'sub_pixel'
         width, height = float(img['width']), float(img['height'])
         x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
         x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)

@@ -166,7 +166,11 @@ class CocoMetric(BaseMetric):
             writes it to a temporary directory that is removed afterwards.
         format_only: only write the results JSON (e.g. for the test-dev server) and return {}.
         iou_thrs: IoU thresholds of COCOeval; None keeps COCO's ``0.50:0.05:0.95``.
-        proposal_nums: the numbers of boxes per image at which ``'proposal'`` reports AR.
+        proposal_nums: COCOeval's ``maxDets`` for both metrics, mmdetection's convention:
+            ``'bbox'`` AP counts up to the largest (1000) detections per image, and
+            ``'proposal'`` reports AR at each. pycocotools' own default is ``(1, 10, 100)``,
+            whose AP counts only 100 detections per image; the two agree whenever a model keeps
+            at most 100 detections per image (every detkit config's ``max_per_img``).
         collect_device: ``'cpu'`` or ``'gpu'``, how mmengine gathers results across ranks.
         prefix: the prefix of the reported keys; None uses ``'coco'`` (``'coco/bbox_mAP'``).
         label_offset: the model's label of this split's first class. A model trained on a
@@ -217,6 +221,10 @@ class CocoMetric(BaseMetric):
         self.format_only = format_only
         self.iou_thrs = None if iou_thrs is None else np.asarray(iou_thrs, dtype=np.float64)
         self.proposal_nums = [int(n) for n in proposal_nums]
+        if len(self.proposal_nums) != 3 or min(self.proposal_nums) < 1:
+            raise ValueError(f'CocoMetric: proposal_nums must be three positive numbers of '
+                             f'detections per image (COCOeval.summarize reads three maxDets), '
+                             f'got {list(proposal_nums)}')
         self._coco_gt: COCO | None = None
 
     # ------------------------------------------------------------------ collecting detections
@@ -326,6 +334,8 @@ class CocoMetric(BaseMetric):
                    cat_ids: list[int], class_names: list[str]) -> dict[str, Any]:
         coco_eval = self._run_cocoeval(coco_gt, entries, img_ids)
         coco_eval.params.catIds = list(cat_ids)
+        # summarize() reads AP at maxDets[-1] and AR at each: mmdetection's (100, 300, 1000)
+        coco_eval.params.maxDets = sorted(self.proposal_nums)
         _quiet(coco_eval.evaluate)
         _quiet(coco_eval.accumulate)
         _, summary = _quiet(coco_eval.summarize)

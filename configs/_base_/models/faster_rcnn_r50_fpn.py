@@ -62,7 +62,8 @@ model = dict(
             assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.7, neg_iou_thr=0.3,
                           min_pos_iou=0.3, match_low_quality=True, ignore_iof_thr=-1),
             sampler=dict(type='RandomSampler', num=256, pos_fraction=0.5, neg_pos_ub=-1,
-                         add_gt_as_proposals=False)),
+                         add_gt_as_proposals=False),
+            allowed_border=-1),
         rpn_proposal=dict(
             nms_pre=2000,
             max_per_img=1000,

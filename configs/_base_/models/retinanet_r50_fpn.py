@@ -46,9 +46,13 @@ model = dict(
         loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
     train_cfg=dict(
         # ignore_iof_thr: anchors lying mostly (IoF > 0.5) inside a COCO crowd region are
-        # trained neither as foreground nor as background.
+        # trained neither as foreground nor as background (mmdetection: -1, trained as
+        # background; docs/mmdet_compatibility.md).
         assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0,
-                      ignore_iof_thr=0.5)),
+                      ignore_iof_thr=0.5),
+        # -1: every anchor of the image's own padded extent trains, none over another image's
+        # padding in the batch (mmdetection's valid flags)
+        allowed_border=-1),
     test_cfg=dict(
         nms_pre=1000,
         min_bbox_size=0,

@@ -82,8 +82,9 @@ class DetDataPreprocessor(BaseDataPreprocessor):
                                  f'{tuple(image.shape)}; expected (3, H, W)')
         batch = self._normalise_and_pad(images)
         if samples is not None:
-            pad_shape = (int(batch.shape[2]), int(batch.shape[3]))
-            samples = [self._to_device(sample, pad_shape, tuple(image.shape[1:]))
+            batch_shape = (int(batch.shape[2]), int(batch.shape[3]))
+            samples = [self._to_device(sample, batch_shape, (int(image.shape[1]),
+                                                             int(image.shape[2])))
                        for sample, image in zip(samples, images)]
         return dict(inputs=batch, data_samples=samples)
 
@@ -100,10 +101,13 @@ class DetDataPreprocessor(BaseDataPreprocessor):
             batch[index, :, :image.shape[1], :image.shape[2]] = (image - self.mean) / self.std
         return batch
 
-    def _to_device(self, sample: DetSample, pad_shape: tuple[int, int],
+    def _to_device(self, sample: DetSample, batch_shape: tuple[int, int],
                    image_shape: tuple[int, int]) -> DetSample:
         sample = sample.to(self.device)
-        sample.pad_shape = pad_shape
+        divisor = self.pad_size_divisor
+        sample.pad_shape = (math.ceil(image_shape[0] / divisor) * divisor,
+                            math.ceil(image_shape[1] / divisor) * divisor)
+        sample.batch_input_shape = batch_shape
         # A sample made by hand (not by PackDetInputs) may not know its image's size yet.
         if sample.img_shape == (0, 0):
             sample.img_shape = image_shape

@@ -25,20 +25,29 @@ _TWO_STAGE: dict[tuple[str, str], tuple[str, str | None]] = {
     ('test_cfg', 'rcnn'): ('roi_head', 'test_cfg'),
 }
 _LAYOUTS = {('bbox_head',): _SINGLE_STAGE, ('rpn_head', 'roi_head'): _TWO_STAGE}
-# What a collaborator section may hold, per head.
-_COLLABORATORS = {'bbox_head': ('assigner',), 'rpn_head': ('assigner', 'sampler'),
+# What a collaborator section may hold, per head: keys that become the head's arguments.
+_COLLABORATORS = {'bbox_head': ('assigner', 'allowed_border'),
+                  'rpn_head': ('assigner', 'sampler', 'allowed_border'),
                   'roi_head': ('assigner', 'sampler')}
+# Keys of mmdetection's train_cfg sections that detkit implements at mmdetection's default only
+# (positives weigh 1; no debug output): accepted with that value and dropped.
+_DEFAULT_ONLY: dict[str, Any] = {'pos_weight': -1, 'debug': False}
+# A dense head trains every anchor it assigns; mmdetection's RetinaNet names that a sampler.
+_NO_SAMPLER = 'PseudoSampler'
 
 
 def head_arguments(train_cfg: Mapping[str, Any] | None, test_cfg: Mapping[str, Any] | None,
                    heads: Sequence[str], detector: str) -> dict[str, dict[str, Any]]:
     """The keyword arguments each head gets from mmdetection's ``train_cfg`` and ``test_cfg``.
 
-    Single-stage (``heads=('bbox_head',)``): ``train_cfg=dict(assigner=...)`` becomes
-    ``assigner=``, the whole ``test_cfg`` becomes ``test_cfg=``. Two-stage
-    (``heads=('rpn_head', 'roi_head')``): ``train_cfg.rpn`` gives the RPN head's ``assigner=``
-    and ``sampler=``, ``train_cfg.rpn_proposal`` its ``train_proposal_cfg=``, ``test_cfg.rpn``
-    its ``test_cfg=``; ``train_cfg.rcnn`` and ``test_cfg.rcnn`` give the RoI head's.
+    Single-stage (``heads=('bbox_head',)``): ``train_cfg=dict(assigner=..., allowed_border=...)``
+    becomes ``assigner=`` and ``allowed_border=``, the whole ``test_cfg`` becomes ``test_cfg=``.
+    Two-stage (``heads=('rpn_head', 'roi_head')``): ``train_cfg.rpn`` gives the RPN head's
+    ``assigner=``, ``sampler=`` and ``allowed_border=``, ``train_cfg.rpn_proposal`` its
+    ``train_proposal_cfg=``, ``test_cfg.rpn`` its ``test_cfg=``; ``train_cfg.rcnn`` and
+    ``test_cfg.rcnn`` give the RoI head's. mmdetection's ``pos_weight=-1``, ``debug=False`` and
+    (single-stage) ``sampler=dict(type='PseudoSampler')`` are what detkit does and are dropped;
+    another value of them is an error.
 
     Args:
         train_cfg: the model's ``train_cfg`` (None or empty: the heads cannot train).
@@ -51,6 +60,7 @@ def head_arguments(train_cfg: Mapping[str, Any] | None, test_cfg: Mapping[str, A
 
     Raises:
         KeyError: a section or key the layout does not have, naming it and the expected ones.
+        ValueError: ``pos_weight`` or ``debug`` at a value detkit does not implement.
     """
     layout = _LAYOUTS[tuple(heads)]
     arguments: dict[str, dict[str, Any]] = {head: {} for head in heads}
@@ -71,13 +81,32 @@ def head_arguments(train_cfg: Mapping[str, Any] | None, test_cfg: Mapping[str, A
             if argument is not None:
                 arguments[head][argument] = value
                 continue
-            allowed = _COLLABORATORS[head]
-            unknown = set(value) - set(allowed)
-            if unknown:
-                raise KeyError(f'{detector}: {key} has unknown keys {sorted(unknown)}; '
-                               f'expected {" and ".join(allowed)}')
-            arguments[head].update(value)
+            arguments[head].update(_collaborators(dict(value), head, key, detector))
     return arguments
+
+
+def _collaborators(section: dict[str, Any], head: str, key: str,
+                   detector: str) -> dict[str, Any]:
+    """The head's arguments in one collaborator section (``train_cfg.rpn``, ...), after
+    checking and dropping what mmdetection writes there at values detkit implements."""
+    for name, default in _DEFAULT_ONLY.items():
+        if name in section:
+            value = section.pop(name)
+            if value != default:
+                raise ValueError(f'{detector}: {key}.{name}={value!r}: detkit implements '
+                                 f'{name}={default!r} only (mmdetection\'s default)')
+    sampler = section.get('sampler')
+    if head == 'bbox_head' and isinstance(sampler, dict) and sampler.get('type') == _NO_SAMPLER:
+        del section['sampler']  # every assigned anchor trains: what the dense head does
+    allowed = _COLLABORATORS[head]
+    unknown = set(section) - set(allowed)
+    if unknown:
+        raise KeyError(f'{detector}: {key} has unknown keys {sorted(unknown)}; expected '
+                       f'{", ".join(allowed)} (and mmdetection\'s '
+                       f'{", ".join(f"{k}={v!r}" for k, v in _DEFAULT_ONLY.items())}'
+                       + (f", sampler=dict(type='{_NO_SAMPLER}')" if head == 'bbox_head' else '')
+                       + ')')
+    return section
 
 
 def reject_config_beside_built_head(head: Any, head_name: str, detector: str,

@@ -90,7 +90,8 @@ class TwoStageDetector(BaseDetector):
         rpn_outs = self.rpn_head(feats)
         if data_samples is None:  # proposals clipped to the whole input
             height, width = inputs.shape[-2:]
-            data_samples = [DetSample(img_shape=(height, width), pad_shape=(height, width))
+            data_samples = [DetSample(img_shape=(height, width), pad_shape=(height, width),
+                                      batch_input_shape=(height, width))
                             for _ in range(inputs.shape[0])]
         proposals: list[Detections] = self.rpn_head.predict_proposals(*rpn_outs, data_samples)
         rois = boxes_to_rois([p.bboxes for p in proposals]).to(inputs.device)

@@ -18,7 +18,7 @@ from detkit.models.task_utils import (
     DeltaXYWHBBoxCoder,
     RoITestConfig,
     SamplingResult,
-    nms_and_rescale,
+    rescale_and_nms,
 )
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample, LabelGroups
@@ -192,6 +192,6 @@ class Shared2FCBBoxHead(BaseModule):
         boxes = self.bbox_coder.decode(rois, bbox_pred, max_shape=sample.img_shape)
         boxes = boxes.reshape(num_rois, self.num_classes, 4)
         roi_index, labels = torch.nonzero(scores > cfg.score_thr, as_tuple=True)
-        return nms_and_rescale(boxes[roi_index, labels], scores[roi_index, labels], labels,
+        return rescale_and_nms(boxes[roi_index, labels], scores[roi_index, labels], labels,
                                nms_iou_thr=cfg.nms_iou_thr, max_per_img=cfg.max_per_img,
                                min_bbox_size=cfg.min_bbox_size, sample=sample, rescale=rescale)

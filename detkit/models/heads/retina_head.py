@@ -22,13 +22,16 @@ from torch import Tensor, nn
 
 from detkit.models.layers import ConvModule
 from detkit.models.losses.base import uses_label_groups
-from detkit.models.task_utils import AnchorGenerator, DeltaXYWHBBoxCoder, MaxIoUAssigner
-from detkit.models.task_utils.distributed import mean_over_processes
-from detkit.models.task_utils.postprocess import (
+from detkit.models.task_utils import (
+    AnchorGenerator,
+    DeltaXYWHBBoxCoder,
     DenseTestConfig,
+    MaxIoUAssigner,
+    batch_input_shape,
     flatten_levels,
-    nms_and_rescale,
-    padded_input_shape,
+    mean_over_processes,
+    rescale_and_nms,
+    trainable_anchors,
 )
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample
@@ -56,6 +59,9 @@ class RetinaHead(BaseModule):
         assigner: labels the anchors in training: a ``MaxIoUAssigner`` or its config (None:
             the head only predicts; the detector translates mmdetection's ``train_cfg`` into
             this, see :func:`~detkit.models.detectors.head_arguments`).
+        allowed_border: -1 trains every anchor of the image's padded extent; ``b >= 0`` only
+            those inside the image up to ``b`` pixels (mmdetection's ``train_cfg``
+            ``allowed_border``, :func:`trainable_anchors`).
         test_cfg: post-processing settings: a :class:`DenseTestConfig` or its dict.
         prior_prob: initial foreground probability, sets the ``retina_cls`` bias.
         init_cfg: mmengine init config; by default convs are N(0, 0.01).
@@ -65,6 +71,7 @@ class RetinaHead(BaseModule):
                  stacked_convs: int = 4, norm_cfg: dict[str, Any] | None = None,
                  anchor_generator: Any, bbox_coder: Any, loss_cls: Any, loss_bbox: Any,
                  assigner: MaxIoUAssigner | dict[str, Any] | None = None,
+                 allowed_border: float = -1,
                  test_cfg: DenseTestConfig | dict[str, Any] | None = None,
                  prior_prob: float = 0.01, init_cfg: dict[str, Any] | None = None) -> None:
         super().__init__(init_cfg)
@@ -83,6 +90,7 @@ class RetinaHead(BaseModule):
                              "dict(type='FocalLoss')")
         self.loss_bbox: nn.Module = build_if_config(loss_bbox, MODELS)
         self.assigner: MaxIoUAssigner | None = build_if_config(assigner, TASK_UTILS)
+        self.allowed_border = allowed_border
         self.test_cfg = DenseTestConfig.from_config(test_cfg)
         num_anchors = self.anchor_generator.num_base_anchors
         if len(set(num_anchors)) != 1:
@@ -141,18 +149,27 @@ class RetinaHead(BaseModule):
         """The anchors of every level, ``(Hl*Wl*A, 4)`` xyxy in input-batch pixels.
 
         ``input_shape`` is the ``(H, W)`` of the padded batch, which an anchor generator with
-        ``strides_from_image`` needs (see :func:`padded_input_shape`).
+        ``strides_from_image`` needs (see :func:`batch_input_shape`).
         """
         return self.anchor_generator.grid_anchors(featmap_sizes, device=device,
                                                   input_shape=input_shape)
 
     # ------------------------------------------------------------------ training
-    def assign_anchors_to_gt(self, anchors: Tensor, sample: DetSample) -> tuple[Tensor, Tensor]:
-        """Label every anchor of one image and encode the box targets of its positives.
+    def assign_anchors_to_gt(self, anchors: Tensor, sample: DetSample,
+                             trainable: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Label the anchors of one image and encode the box targets of its positives.
+
+        1. Only the anchors the image trains are assigned (``trainable``, from
+           :func:`trainable_anchors`: not over another image's padding); the others are
+           ignored, as mmdetection gives them zero weight.
+        2. The assigner labels them: positives get their gt's class, background ``K``, anchors
+           between the thresholds or on a crowd region ``-1``.
+        3. The positives' box targets are their gt's deltas.
 
         Args:
             anchors: ``(N, 4)`` all levels' anchors, xyxy in input pixels.
             sample: the image's ground truth (``gt_bboxes`` in the same pixels).
+            trainable: ``(N,)`` bool, or None for every anchor.
 
         Returns:
             ``(labels, bbox_targets)``: ``(N,)`` int64 with ``0..K-1`` for positives, ``K``
@@ -162,23 +179,31 @@ class RetinaHead(BaseModule):
         if self.assigner is None:
             raise RuntimeError('RetinaHead.loss needs an assigner: model.train_cfg='
                                'dict(assigner=...) in the config, or RetinaHead(assigner=...)')
-        result = self.assigner.assign(anchors, sample.gt_bboxes, sample.gt_labels,
+        if trainable is None:
+            trainable = torch.ones(anchors.shape[0], dtype=torch.bool, device=anchors.device)
+        candidates = anchors[trainable]
+        result = self.assigner.assign(candidates, sample.gt_bboxes, sample.gt_labels,
                                       sample.gt_ignore_bboxes)
-        labels = torch.full((anchors.shape[0],), self.num_classes, dtype=torch.long,
-                            device=anchors.device)
-        labels[result.gt_inds < 0] = -1
+        assigned = torch.full((candidates.shape[0],), self.num_classes, dtype=torch.long,
+                              device=anchors.device)
+        assigned[result.gt_inds < 0] = -1
         positive = result.gt_inds > 0
-        labels[positive] = result.labels[positive]
-        bbox_targets = torch.zeros_like(anchors)
+        assigned[positive] = result.labels[positive]
+        deltas = torch.zeros_like(candidates)
         if positive.any():
             matched_gt = sample.gt_bboxes[result.gt_inds[positive] - 1]
-            bbox_targets[positive] = self.bbox_coder.encode(anchors[positive], matched_gt)
+            deltas[positive] = self.bbox_coder.encode(candidates[positive], matched_gt)
+        labels = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
+        labels[trainable] = assigned
+        bbox_targets = torch.zeros_like(anchors)
+        bbox_targets[trainable] = deltas
         return labels, bbox_targets
 
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
              samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """Focal loss over all non-ignored anchors and L1 over positives, both divided by the
-        number of positive anchors in the batch.
+        number of positive anchors in the batch. An image's anchors over the padding of a larger
+        image of the batch are not trained (:func:`trainable_anchors`).
 
         Args:
             cls_scores: L tensors ``(B, A*K, Hl, Wl)``.
@@ -189,9 +214,11 @@ class RetinaHead(BaseModule):
             ``dict(loss_cls=scalar, loss_bbox=scalar)``.
         """
         featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
-        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device,
-                                         padded_input_shape(samples)))
-        targets = [self.assign_anchors_to_gt(anchors, sample) for sample in samples]
+        batch_shape = batch_input_shape(samples)
+        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device, batch_shape))
+        targets = [self.assign_anchors_to_gt(anchors, sample, trainable_anchors(
+            self.anchor_generator, anchors, featmap_sizes, sample, self.allowed_border,
+            batch_shape)) for sample in samples]
         labels = torch.stack([t[0] for t in targets])            # (B, N)
         bbox_targets = torch.stack([t[1] for t in targets])      # (B, N, 4)
         positive = (labels >= 0) & (labels < self.num_classes)
@@ -225,7 +252,7 @@ class RetinaHead(BaseModule):
         """
         featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
         level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
-                                     padded_input_shape(samples))
+                                     batch_input_shape(samples))
         batch = cls_scores[0].shape[0]
         level_scores = [m.permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes).sigmoid()
                         for m in cls_scores]
@@ -251,6 +278,6 @@ class RetinaHead(BaseModule):
                                                 max_shape=sample.img_shape))
             scores.append(kept_scores)
             labels.append(candidates % self.num_classes)
-        return nms_and_rescale(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
+        return rescale_and_nms(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
                                nms_iou_thr=cfg.nms_iou_thr, max_per_img=cfg.max_per_img,
                                min_bbox_size=cfg.min_bbox_size, sample=sample, rescale=rescale)

@@ -40,8 +40,9 @@ from detkit.models.task_utils import (
     MaxIoUAssigner,
     ProposalConfig,
     RandomSampler,
+    batch_input_shape,
     flatten_levels,
-    padded_input_shape,
+    trainable_anchors,
 )
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample, LabelGroups
@@ -75,6 +76,8 @@ class RPNHead(BaseModule):
             joint training (images carry ``dataset_index`` in ``[0, D)``).
         assigner: labels the anchors in training: a ``MaxIoUAssigner`` or its config.
         sampler: draws the trained anchors: a ``RandomSampler`` or its config.
+        allowed_border: -1 trains every anchor of the image's padded extent; ``b >= 0`` only
+            those inside the image up to ``b`` pixels (mmdetection's ``allowed_border``).
         train_proposal_cfg: the proposals made during training, a :class:`ProposalConfig` or
             its dict (mmdetection's ``rpn_proposal``; default nms_pre 2000, max_per_img 1000,
             NMS 0.7).
@@ -92,6 +95,7 @@ class RPNHead(BaseModule):
                  num_datasets: int | None = None,
                  assigner: MaxIoUAssigner | dict[str, Any] | None = None,
                  sampler: RandomSampler | dict[str, Any] | None = None,
+                 allowed_border: float = -1,
                  train_proposal_cfg: ProposalConfig | dict[str, Any] | None = None,
                  test_cfg: ProposalConfig | dict[str, Any] | None = None,
                  init_cfg: dict[str, Any] | None = None) -> None:
@@ -110,6 +114,10 @@ class RPNHead(BaseModule):
         self.loss_cls = self._objectness_loss(loss_cls)
         self.assigner: MaxIoUAssigner | None = build_if_config(assigner, TASK_UTILS)
         self.sampler: RandomSampler | None = build_if_config(sampler, TASK_UTILS)
+        if getattr(self.sampler, 'add_gt_as_proposals', False):
+            raise ValueError('RPNHead: the sampler samples anchors, among which ground-truth '
+                             'boxes cannot be added: set add_gt_as_proposals=False')
+        self.allowed_border = allowed_border
         self.train_proposal_cfg = ProposalConfig.from_config(
             train_proposal_cfg or dict(nms_pre=2000), 'train_cfg.rpn_proposal')
         self.test_cfg = ProposalConfig.from_config(test_cfg, 'test_cfg.rpn')
@@ -205,13 +213,19 @@ class RPNHead(BaseModule):
         return LabelGroups(table=self.group_table,
                            row_index=image_dataset.repeat_interleave(anchors_per_image))
 
-    def assign_and_sample_anchors(self, anchors: Tensor,
-                                  sample: DetSample) -> tuple[Tensor, Tensor]:
+    def assign_and_sample_anchors(self, anchors: Tensor, sample: DetSample,
+                                  trainable: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Label the anchors of one image and encode the box targets of the sampled positives.
+
+        1. Only the anchors the image trains (``trainable``, from :func:`trainable_anchors`:
+           not over another image's padding) are assigned and can be sampled.
+        2. The assigner labels them object or background, the sampler draws the trained ones.
+        3. The sampled positives' box targets are their gt's deltas.
 
         Args:
             anchors: ``(N, 4)`` all levels' anchors, xyxy in input pixels.
             sample: the image's ground truth (``gt_bboxes`` in the same pixels).
+            trainable: ``(N,)`` bool, or None for every anchor.
 
         Returns:
             ``(labels, bbox_targets)``: ``(N,)`` int64 with :meth:`object_label` for sampled
@@ -225,22 +239,28 @@ class RPNHead(BaseModule):
         gt_bboxes = sample.gt_bboxes.to(anchors)
         object_labels = torch.zeros(gt_bboxes.shape[0], dtype=torch.int64,
                                     device=anchors.device)
-        assigned = self.assigner.assign(anchors, gt_bboxes, object_labels,
+        if trainable is None:
+            index = torch.arange(anchors.shape[0], device=anchors.device)
+        else:
+            index = torch.nonzero(trainable).squeeze(1)  # candidate -> anchor
+        candidates = anchors[index]
+        assigned = self.assigner.assign(candidates, gt_bboxes, object_labels,
                                         sample.gt_ignore_bboxes)
-        sampled = self.sampler.sample(assigned, anchors, gt_bboxes, object_labels)
+        sampled = self.sampler.sample(assigned, candidates, gt_bboxes, object_labels)
         labels = torch.full((anchors.shape[0],), -1, dtype=torch.int64, device=anchors.device)
-        labels[sampled.neg_inds] = self.background_label
-        labels[sampled.pos_inds] = self.object_label(sample)
+        labels[index[sampled.neg_inds]] = self.background_label
+        labels[index[sampled.pos_inds]] = self.object_label(sample)
         bbox_targets = torch.zeros_like(anchors)
         if sampled.num_pos > 0:
-            bbox_targets[sampled.pos_inds] = self.bbox_coder.encode(sampled.pos_priors,
-                                                                    sampled.pos_gt_bboxes)
+            bbox_targets[index[sampled.pos_inds]] = self.bbox_coder.encode(
+                sampled.pos_priors, sampled.pos_gt_bboxes)
         return labels, bbox_targets
 
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
              samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """Objectness loss over the sampled anchors and L1 over the sampled positives, both
-        divided by the number of sampled anchors in the batch.
+        divided by the number of sampled anchors in the batch. An image's anchors over the
+        padding of a larger image of the batch are never sampled (:func:`trainable_anchors`).
 
         Args:
             cls_scores: L tensors ``(B, A*C, Hl, Wl)``.
@@ -252,9 +272,11 @@ class RPNHead(BaseModule):
             ``dict(loss_rpn_cls=scalar, loss_rpn_bbox=scalar)``.
         """
         featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
-        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device,
-                                         padded_input_shape(samples)))
-        targets = [self.assign_and_sample_anchors(anchors, sample) for sample in samples]
+        batch_shape = batch_input_shape(samples)
+        anchors = torch.cat(self.anchors(featmap_sizes, cls_scores[0].device, batch_shape))
+        targets = [self.assign_and_sample_anchors(anchors, sample, trainable_anchors(
+            self.anchor_generator, anchors, featmap_sizes, sample, self.allowed_border,
+            batch_shape)) for sample in samples]
         labels = torch.stack([t[0] for t in targets])            # (B, N)
         bbox_targets = torch.stack([t[1] for t in targets])      # (B, N, 4)
         positive = (labels >= 0) & (labels != self.background_label)
@@ -332,7 +354,7 @@ class RPNHead(BaseModule):
         cfg = self.train_proposal_cfg if for_training else self.test_cfg
         featmap_sizes = [(m.shape[-2], m.shape[-1]) for m in cls_scores]
         level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
-                                     padded_input_shape(samples))
+                                     batch_input_shape(samples))
         batch = cls_scores[0].shape[0]
         level_scores = [self.objectness(m.detach()) for m in cls_scores]
         level_ranks = [self.ranking_scores(m.detach()) for m in cls_scores]
@@ -371,8 +393,9 @@ def select_proposals(boxes: Tensor, scores: Tensor, level_ids: Tensor,
     Returns:
         ``(boxes (P, 4), scores (P,))`` sorted by decreasing score.
     """
-    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    large = (width > cfg.min_bbox_size) & (height > cfg.min_bbox_size)
-    boxes, scores, level_ids = boxes[large], scores[large], level_ids[large]
+    if cfg.min_bbox_size >= 0:
+        width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        large = (width > cfg.min_bbox_size) & (height > cfg.min_bbox_size)
+        boxes, scores, level_ids = boxes[large], scores[large], level_ids[large]
     keep = batched_nms(boxes, scores, level_ids, cfg.nms_iou_thr)[:cfg.max_per_img]
     return boxes[keep], scores[keep]

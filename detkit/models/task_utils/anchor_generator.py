@@ -2,6 +2,7 @@
 location."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Sequence
 
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor
 
 from detkit.registry import TASK_UTILS
+from detkit.structures import DetSample
 
 
 @TASK_UTILS.register_module()
@@ -153,8 +155,8 @@ class AnchorGenerator:
             return [(stride, stride) for stride in self.strides]
         if input_shape is None or len(input_shape) != 2 or min(input_shape) < 1:
             raise ValueError('AnchorGenerator(strides_from_image=True) needs input_shape, the '
-                             '(H, W) of the padded input batch (DetSample.pad_shape, set by the '
-                             f'data preprocessor); got input_shape={input_shape!r}')
+                             '(H, W) of the padded input batch (DetSample.batch_input_shape, set '
+                             f'by the data preprocessor); got input_shape={input_shape!r}')
         input_h, input_w = (int(s) for s in input_shape)
         return [(input_h // int(h) if int(h) > 0 else stride,
                  input_w // int(w) if int(w) > 0 else stride)
@@ -183,6 +185,39 @@ class AnchorGenerator:
         return [self.single_level_grid_anchors(self.base_anchors[level], featmap_sizes[level],
                                                strides[level], device)
                 for level in range(self.num_levels)]
+
+    def valid_flags(self, featmap_sizes: Sequence[tuple[int, int]], pad_shape: tuple[int, int],
+                    device: torch.device | str = 'cpu',
+                    input_shape: tuple[int, int] | None = None) -> list[Tensor]:
+        """Which anchors of a padded batch belong to one image: those whose feature location
+        lies inside the image's own padded extent.
+
+        In a batch, a smaller image is padded to the batch's size; the feature locations past
+        ``ceil(pad_h / stride_y)`` rows or ``ceil(pad_w / stride_x)`` columns see only padding
+        (or another image's) and are not the image's to train (mmdetection's
+        ``AnchorGenerator.valid_flags``).
+
+        Args:
+            featmap_sizes: ``(H, W)`` of each level's feature map (of the batch).
+            pad_shape: ``(h, w)`` of the image padded to the size divisor
+                (``DetSample.pad_shape``).
+            device: where to create the flags.
+            input_shape: ``(H, W)`` of the padded batch, for ``strides_from_image``.
+
+        Returns:
+            One ``(H * W * A,)`` bool tensor per level, in the order of :meth:`grid_anchors`.
+        """
+        strides = self.level_strides(featmap_sizes, input_shape)
+        flags = []
+        for (height, width), (stride_y, stride_x), base in zip(featmap_sizes, strides,
+                                                               self.base_anchors):
+            valid_h = min(math.ceil(pad_shape[0] / stride_y), int(height))
+            valid_w = min(math.ceil(pad_shape[1] / stride_x), int(width))
+            rows = torch.arange(int(height), device=device) < valid_h
+            cols = torch.arange(int(width), device=device) < valid_w
+            cells = (rows[:, None] & cols[None, :]).reshape(-1)
+            flags.append(cells[:, None].expand(-1, base.shape[0]).reshape(-1))
+        return flags
 
     def single_level_grid_anchors(self, base_anchors: Tensor, featmap_size: tuple[int, int],
                                   stride: int | tuple[int, int],
@@ -269,3 +304,43 @@ def _resolve_sizes(sizes: Sequence[Sequence[float]], num_levels: int,
         raise ValueError(f'AnchorGenerator: every level of sizes needs the same number of sides '
                          f'(a shared head predicts the same anchors per location), got {sizes!r}')
     return resolved
+
+
+def trainable_anchors(anchor_generator: AnchorGenerator, anchors: Tensor,
+                      featmap_sizes: Sequence[tuple[int, int]], sample: DetSample,
+                      allowed_border: float = -1,
+                      input_shape: tuple[int, int] | None = None) -> Tensor:
+    """Which anchors of a batch a dense head trains for one image (mmdetection's
+    ``valid_flags`` and ``anchor_inside_flags``).
+
+    1. The anchor's feature location lies in the image's own padded extent
+       (:meth:`AnchorGenerator.valid_flags` of ``sample.pad_shape``); an unset ``pad_shape``
+       (``(0, 0)``, a sample made by hand) counts the whole batch as the image's.
+    2. With ``allowed_border >= 0``, the anchor box also lies inside the image (``img_shape``)
+       up to ``allowed_border`` pixels; ``-1`` (mmdetection's RetinaNet and RPN configs) skips
+       this.
+
+    Args:
+        anchor_generator: the head's generator.
+        anchors: ``(N, 4)`` the batch's anchors of every level, concatenated.
+        featmap_sizes: ``(H, W)`` of each level.
+        sample: the image (``pad_shape``, ``img_shape``).
+        allowed_border: pixels an anchor may reach past the image, or -1 for no such test.
+        input_shape: ``(H, W)`` of the padded batch, for ``strides_from_image``.
+
+    Returns:
+        ``(N,)`` bool, True for the anchors to assign and train.
+    """
+    pad_shape = tuple(int(v) for v in sample.pad_shape)
+    if min(pad_shape) > 0:
+        inside = torch.cat(anchor_generator.valid_flags(featmap_sizes, (pad_shape[0],
+                                                                        pad_shape[1]),
+                                                        anchors.device, input_shape))
+    else:
+        inside = torch.ones(anchors.shape[0], dtype=torch.bool, device=anchors.device)
+    if allowed_border >= 0:
+        height, width = sample.img_shape
+        inside &= ((anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border)
+                   & (anchors[:, 2] < width + allowed_border)
+                   & (anchors[:, 3] < height + allowed_border))
+    return inside

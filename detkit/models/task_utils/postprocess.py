@@ -5,9 +5,9 @@
   :class:`RoITestConfig` (the RoI head's ``rcnn``). All read mmdetection's layout, ``nms=dict(
   type='nms', iou_threshold=...)`` included, through :func:`read_test_config`.
 * :func:`flatten_levels`: per-level head outputs ``(B, A*c, Hl, Wl)`` to anchor order.
-* :func:`padded_input_shape`: the padded batch size the samples carry.
-* :func:`nms_and_rescale`: class-aware NMS, the best ``max_per_img``, boxes back to the
-  original image.
+* :func:`batch_input_shape`: the padded batch size the samples carry.
+* :func:`rescale_and_nms`: boxes back to the original image, tiny ones dropped, class-aware
+  NMS, the best ``max_per_img``.
 """
 from __future__ import annotations
 
@@ -87,7 +87,9 @@ class DenseTestConfig(_ReadFromConfig):
         score_thr: candidates scoring at or below this are dropped before the top-k.
         nms_iou_thr: IoU above which a lower-scoring box of the same class is suppressed.
         max_per_img: detections kept per image after NMS.
-        min_bbox_size: boxes whose width or height is at most this are dropped (0: none).
+        min_bbox_size: with ``>= 0``, boxes whose width or height is at most this (in
+            original-image pixels) are dropped, so 0 drops empty boxes; -1 (the default when a
+            config leaves it out, as in mmdetection): none.
     """
 
     config_key: ClassVar[str] = 'test_cfg'
@@ -95,7 +97,7 @@ class DenseTestConfig(_ReadFromConfig):
     score_thr: float = 0.05
     nms_iou_thr: float = 0.5
     max_per_img: int = 100
-    min_bbox_size: float = 0.0
+    min_bbox_size: float = -1.0
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,16 @@ class ProposalConfig(_ReadFromConfig):
         max_per_img: proposals kept per image after NMS.
         nms_iou_thr: IoU above which the lower-scoring of two proposals of the same level is
             suppressed.
-        min_bbox_size: proposals whose width or height is at most this are removed (0 removes
-            only empty boxes, e.g. those clipped to a line at the image border).
+        min_bbox_size: with ``>= 0``, proposals whose width or height is at most this are
+            removed (0 removes only empty boxes, e.g. those clipped to a line at the image
+            border); -1 (the default when a config leaves it out, as in mmdetection): none.
     """
 
     config_key: ClassVar[str] = 'test_cfg.rpn'
     nms_pre: int = 1000
     max_per_img: int = 1000
     nms_iou_thr: float = 0.7
-    min_bbox_size: float = 0.0
+    min_bbox_size: float = -1.0
 
 
 @dataclass(frozen=True)
@@ -126,15 +129,16 @@ class RoITestConfig(_ReadFromConfig):
         score_thr: (RoI, class) pairs scoring at or below this are dropped.
         nms_iou_thr: IoU above which a lower-scoring box of the same class is suppressed.
         max_per_img: detections kept per image after NMS.
-        min_bbox_size: boxes whose width or height is at most this are dropped before NMS (0:
-            none, as in mmdetection; torchvision's Faster R-CNN drops boxes under 1e-2 px).
+        min_bbox_size: with ``>= 0``, boxes whose width or height is at most this are dropped
+            before NMS; -1 (the default): none, as in mmdetection (torchvision's Faster R-CNN
+            drops boxes under 1e-2 px).
     """
 
     config_key: ClassVar[str] = 'test_cfg.rcnn'
     score_thr: float = 0.05
     nms_iou_thr: float = 0.5
     max_per_img: int = 100
-    min_bbox_size: float = 0.0
+    min_bbox_size: float = -1.0
 
 
 def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
@@ -147,26 +151,28 @@ def flatten_levels(maps: Sequence[Tensor], channels: int) -> Tensor:
     return torch.cat([m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps], 1)
 
 
-def padded_input_shape(samples: Sequence[DetSample]) -> tuple[int, int] | None:
-    """The ``(H, W)`` of the padded input batch, from the samples' ``pad_shape``.
+def batch_input_shape(samples: Sequence[DetSample]) -> tuple[int, int] | None:
+    """The ``(H, W)`` of the padded input batch, from the samples' ``batch_input_shape``.
 
     Args:
-        samples: the batch's samples; the data preprocessor sets every ``pad_shape`` to the
-            batch tensor's size.
+        samples: the batch's samples; the data preprocessor sets every ``batch_input_shape`` to
+            the batch tensor's size.
 
     Returns:
-        ``(H, W)``, or None when the samples do not know it (``pad_shape`` unset, ``(0, 0)``).
+        ``(H, W)``, or None when the samples do not know it (unset, ``(0, 0)``).
     """
     if not samples:
         return None
-    height, width = (int(v) for v in samples[0].pad_shape)
+    height, width = (int(v) for v in samples[0].batch_input_shape)
     return (height, width) if min(height, width) > 0 else None
 
 
-def nms_and_rescale(boxes: Tensor, scores: Tensor, labels: Tensor, *, nms_iou_thr: float,
+def rescale_and_nms(boxes: Tensor, scores: Tensor, labels: Tensor, *, nms_iou_thr: float,
                     max_per_img: int, sample: DetSample, rescale: bool,
-                    min_bbox_size: float = 0.0) -> Detections:
-    """Drop tiny boxes, run class-aware NMS, keep the best ``max_per_img`` and rescale.
+                    min_bbox_size: float = -1) -> Detections:
+    """Map boxes back to the original image, drop tiny ones, run class-aware NMS, keep the best
+    ``max_per_img``: mmdetection's order (``BaseDenseHead._bbox_post_process``), so that the size
+    test and the IoUs are those of original-image pixels.
 
     Args:
         boxes: ``(N, 4)`` candidates, xyxy in resized-image pixels.
@@ -176,18 +182,18 @@ def nms_and_rescale(boxes: Tensor, scores: Tensor, labels: Tensor, *, nms_iou_th
         max_per_img: detections kept.
         sample: gives ``scale_factor`` for rescaling.
         rescale: divide the boxes by ``scale_factor`` (back to original-image pixels).
-        min_bbox_size: boxes whose width or height is at most this are dropped first (0: none).
+        min_bbox_size: with ``>= 0``, boxes whose width or height is at most this are dropped
+            (0 drops the empty boxes that clipping to the image makes); ``-1``: none.
 
     Returns:
         The image's :class:`Detections`, sorted by decreasing score.
     """
-    if min_bbox_size > 0:
+    if rescale:
+        w_scale, h_scale = sample.scale_factor
+        boxes = boxes / boxes.new_tensor([w_scale, h_scale, w_scale, h_scale])
+    if min_bbox_size >= 0:
         wh = boxes[:, 2:] - boxes[:, :2]
         large = (wh > min_bbox_size).all(dim=1)
         boxes, scores, labels = boxes[large], scores[large], labels[large]
     keep = batched_nms(boxes, scores, labels, nms_iou_thr)[:max_per_img]
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    if rescale:
-        w_scale, h_scale = sample.scale_factor
-        boxes = boxes / boxes.new_tensor([w_scale, h_scale, w_scale, h_scale])
-    return Detections(bboxes=boxes, scores=scores, labels=labels)
+    return Detections(bboxes=boxes[keep], scores=scores[keep], labels=labels[keep])
