@@ -127,6 +127,30 @@ def test_float32_bits_equal_torchvision(gen, cpu_kernels, aligned, sampling_rati
         assert torch.equal(grad, ref_grad)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_channels_last_maps_are_read_and_written_in_place_with_the_same_bits(gen, cpu_kernels,
+                                                                             dtype):
+    """The --amp layout: channels-last maps give the NCHW maps' output and gradients bit for
+    bit, and the gradients come back channels-last (no layout conversion on the way)."""
+    feats = [f.to(dtype) for f in random_feats(gen, channels=24)]
+    rois = random_rois(gen, 90, batch=3)
+    levels = random_levels(gen, rois.shape[0], skip_level=-1)
+    out, grads = run(multi_level_roi_align, feats, rois, levels)
+    last = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    assert not any(f.is_contiguous() for f in last)
+    out_last, grads_last = run(multi_level_roi_align, last, rois, levels)
+    assert out_last.dtype == dtype and torch.equal(out_last, out)
+    for grad, grad_last in zip(grads, grads_last):
+        assert grad_last.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(grad_last, grad)
+    # the kernel itself, without the Python wrapper: a channels-last out of bounds is refused
+    bad = torch.empty(2, 3, 4, 5).permute(0, 2, 1, 3)
+    with pytest.raises(RuntimeError, match=r'feats\[0\] must be contiguous, NCHW or '
+                                           r'channels-last'):
+        cpu_kernels.multi_level_roi_align_forward([bad], torch.zeros(0, 5), torch.zeros(
+            0, dtype=torch.long), [1.0], 7, 0, True, torch.empty(0, 4, 7, 7))
+
+
 def test_one_and_two_threads_give_the_same_bits(gen, cpu_kernels):
     assert cpu_kernels.parallel_backend() == 'openmp'
     # 40 channels: three backward channel blocks; 30 x 38 maps: several transpose tiles

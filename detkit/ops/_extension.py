@@ -339,11 +339,12 @@ _WARNED: set[str] = set()
 POISON_OUTPUTS = env_flag('DETKIT_OPS_POISON')
 
 
-def new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """An uninitialised output buffer for a kernel (NaN-filled when :data:`POISON_OUTPUTS`)."""
-    if POISON_OUTPUTS:
-        return torch.full(shape, float('nan'), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
+def new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """An uninitialised output buffer for a kernel (NaN-filled when :data:`POISON_OUTPUTS`),
+    in ``memory_format``."""
+    out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+    return out.fill_(float('nan')) if POISON_OUTPUTS else out
 
 
 def library(kind: str) -> _Library:

@@ -94,7 +94,7 @@ def multi_level_roi_align(feats: Sequence[Tensor], rois: Tensor, levels: Tensor,
         return _pool_per_level(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
                                aligned)
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    feats = [f.to(compute_dtype).contiguous() for f in feats]
+    feats = [_kernel_layout(f.to(compute_dtype)) for f in feats]
     rois = rois.to(compute_dtype).contiguous()
     levels = levels.to(torch.int64).contiguous()
     kernels = _extension.kernels_for(rois.device)
@@ -166,7 +166,7 @@ class _FusedMultiLevelRoIAlign(torch.autograd.Function):
         out = _run_forward(kernels, feats, rois, levels, spatial_scales, output_size,
                            sampling_ratio, aligned)
         ctx.save_for_backward(rois, levels)
-        ctx.shapes = [f.shape for f in feats]
+        ctx.shapes = [(f.shape, _channels_last(f)) for f in feats]
         ctx.options = (spatial_scales, sampling_ratio, aligned, kernels)
         return out
 
@@ -175,12 +175,25 @@ class _FusedMultiLevelRoIAlign(torch.autograd.Function):
     def backward(ctx, grad_output):
         rois, levels = ctx.saved_tensors
         spatial_scales, sampling_ratio, aligned, kernels = ctx.options
-        grads = [_extension.new_output(tuple(shape), grad_output.dtype, grad_output.device)
-                 for shape in ctx.shapes]
+        # each gradient in its map's layout: the kernel writes channels-last ones in place
+        grads = [_extension.new_output(tuple(shape), grad_output.dtype, grad_output.device,
+                                       torch.channels_last if last else torch.contiguous_format)
+                 for shape, last in ctx.shapes]
         kernels.multi_level_roi_align_backward(grad_output.contiguous(), rois, levels,
                                                spatial_scales, sampling_ratio, aligned, grads)
         wanted = ctx.needs_input_grad[7:]
         return (None,) * 7 + tuple(g if need else None for g, need in zip(grads, wanted))
+
+
+def _channels_last(feat: Tensor) -> bool:
+    """Whether ``feat`` is channels-last and not also NCHW-contiguous (the kernel's rule)."""
+    return not feat.is_contiguous() and feat.is_contiguous(memory_format=torch.channels_last)
+
+
+def _kernel_layout(feat: Tensor) -> Tensor:
+    """``feat`` as the kernel reads it: channels-last maps (``--amp``'s layout) as they are,
+    which the kernel reads in place, anything else NCHW-contiguous."""
+    return feat if _channels_last(feat) else feat.contiguous()
 
 
 def _run_forward(kernels, feats: Sequence[Tensor], rois: Tensor, levels: Tensor,

@@ -16,8 +16,9 @@
 //
 // Layout: the kernels read (forward) and write (backward) the maps channels-last, (B, H, W, C),
 // so that a sampling point touches four contiguous channel vectors and the channel loop is a
-// plain vector loop. Each (level, image) plane that some RoI reads is transposed once per call,
-// into a temporary as large as those planes.
+// plain vector loop. A map given channels-last (the --amp fast path's layout) is read and written
+// in place; of a map given NCHW-contiguous, each (level, image) plane that some RoI reads is
+// transposed once per call, into a temporary as large as those planes.
 // The sampling points of a RoI are separable: one table per axis (bin, point) -> (pixel offsets,
 // weights) is computed once per RoI and shared by every channel.
 //
@@ -71,6 +72,7 @@ struct Level {
   int64_t height;
   int64_t width;
   T scale;
+  bool channels_last;  // the caller's map is (B, H, W, C) in memory: no transposed copy
 };
 
 template <typename T>
@@ -554,7 +556,8 @@ int64_t check_rois(const at::Tensor& rois, const at::Tensor& levels, at::ScalarT
   return rois.size(0);
 }
 
-// A list of (B, C, H_l, W_l) maps of one float dtype; returns the pyramid without data pointers.
+// A list of (B, C, H_l, W_l) maps of one float dtype, each NCHW-contiguous or channels-last;
+// returns the pyramid without data pointers.
 template <typename T>
 Pyramid<T> pyramid_of(at::TensorList maps, const char* name, c10::ArrayRef<double> spatial_scales,
                       const char* op) {
@@ -564,7 +567,14 @@ Pyramid<T> pyramid_of(at::TensorList maps, const char* name, c10::ArrayRef<doubl
   for (size_t l = 0; l < maps.size(); ++l) {
     const at::Tensor& map = maps[l];
     const std::string label = std::string(name) + "[" + std::to_string(l) + "]";
-    check_tensor(map, op, label.c_str(), 4, cpu);
+    TORCH_CHECK(map.defined(), op, ": ", label, " is undefined");
+    TORCH_CHECK(map.dim() == 4, op, ": ", label, " must have 4 dimensions, got shape ",
+                map.sizes());
+    // NCHW wins where both hold (C == 1 or H W == 1), so that such a map takes one path only.
+    const bool planar = map.is_contiguous();
+    TORCH_CHECK(planar || map.is_contiguous(at::MemoryFormat::ChannelsLast), op, ": ", label,
+                " must be contiguous, NCHW or channels-last");
+    TORCH_CHECK(map.device() == cpu, op, ": ", label, " is on ", map.device(), ", expected cpu");
     check_dtype(map, op, label.c_str(), maps[0].scalar_type());
     if (l == 0) {
       p.batch = map.size(0);
@@ -573,7 +583,7 @@ Pyramid<T> pyramid_of(at::TensorList maps, const char* name, c10::ArrayRef<doubl
     TORCH_CHECK(map.size(0) == p.batch && map.size(1) == p.channels, op, ": ", label,
                 " has shape ", map.sizes(), "; every level must have the batch size and channels "
                 "of ", name, "[0], (", p.batch, ", ", p.channels, ", H, W)");
-    p.levels.push_back({nullptr, map.size(2), map.size(3), T(0)});
+    p.levels.push_back({nullptr, map.size(2), map.size(3), T(0), !planar});
   }
   check_scales(spatial_scales, static_cast<int64_t>(maps.size()), op);
   for (size_t l = 0; l < maps.size(); ++l) p.levels[l].scale = static_cast<T>(spatial_scales[l]);
@@ -635,12 +645,17 @@ void forward_typed(at::TensorList feats, const at::Tensor& rois, const at::Tenso
   const std::vector<char> planes_read = check_roi_rows(rois, levels, p, kForwardOp);
   if (num_rois == 0 || p.channels == 0) return;
 
-  // Channels-last copies of the planes that some RoI reads (the others stay unwritten).
+  // Channels-last copies of the NCHW planes that some RoI reads (the others stay unwritten); a
+  // channels-last map is read where it is.
   std::vector<at::Tensor> interleaved;
   for (size_t l = 0; l < p.levels.size(); ++l) {
     Level<T>& level = p.levels[l];
     const int64_t pixels = level.height * level.width;
     if (!level_is_read(planes_read, l, p.batch)) continue;
+    if (level.channels_last) {
+      level.data = const_cast<T*>(feats[l].data_ptr<T>());  // only read
+      continue;
+    }
     interleaved.push_back(at::empty({p.batch, level.height, level.width, p.channels},
                                     feats[l].options()));
     level.data = interleaved.back().data_ptr<T>();
@@ -697,12 +712,15 @@ void backward_typed(const at::Tensor& grad_output, const at::Tensor& rois,
               ", S, S) with S >= 1, got ", grad_output.sizes());
   const std::vector<char> planes_read = check_roi_rows(rois, levels, p, kBackwardOp);
 
-  // Channels-last gradients of the planes that some RoI reads; every other plane is zero.
+  // Channels-last gradients of the planes that some RoI reads; every other plane is zero. A
+  // channels-last grad_feats map is written in place.
   std::vector<at::Tensor> interleaved;
   for (size_t l = 0; l < p.levels.size(); ++l) {
     Level<T>& level = p.levels[l];
     const int64_t plane = level.height * level.width * p.channels;
-    if (level_is_read(planes_read, l, p.batch)) {
+    if (level.channels_last) {
+      level.data = grad_feats[l].data_ptr<T>();
+    } else if (level_is_read(planes_read, l, p.batch)) {
       interleaved.push_back(at::empty({p.batch, level.height, level.width, p.channels},
                                       grad_feats[l].options()));
       level.data = interleaved.back().data_ptr<T>();
@@ -728,6 +746,7 @@ void backward_typed(const at::Tensor& grad_output, const at::Tensor& rois,
 
   for (size_t l = 0; l < p.levels.size(); ++l) {
     const Level<T>& level = p.levels[l];
+    if (level.channels_last) continue;  // written in place
     const int64_t pixels = level.height * level.width;
     T* grad = grad_feats[l].data_ptr<T>();
     for (int64_t b = 0; b < p.batch; ++b) {
