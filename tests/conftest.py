@@ -9,6 +9,8 @@ import torch
 
 from detkit.ops import _extension
 
+from detector_checks import build_small_retinanet, synthetic_batch
+
 
 @pytest.fixture(scope='module')
 def cpu_kernels():
@@ -44,3 +46,24 @@ def isa(request, cpu_kernels):
         pytest.skip(f'this CPU lacks {request.param}')
     yield request.param
     cpu_kernels.set_cpu_isa(before)
+
+
+@pytest.fixture(scope='module')
+def trained():
+    """detector_checks.py's small RetinaNet after 40 SGD steps on its synthetic batch, and the
+    loss history (one per test module)."""
+    model = build_small_retinanet()
+    images, samples = synthetic_batch()
+    batch = model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    history = []
+    for _ in range(40):
+        losses = model(batch['inputs'], batch['data_samples'], mode='loss')
+        total = losses['loss_cls'] + losses['loss_bbox']
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in dict(losses, loss=total).items()})
+    model.eval()
+    return model, images, samples, history

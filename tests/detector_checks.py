@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import copy
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
+from detkit.registry import MODELS
 from detkit.structures import Detections, DetSample
 
 IMAGE_SIZE = 128
+RETINANET_CONFIG = (Path(__file__).resolve().parents[1]
+                    / 'configs/_base_/models/retinanet_r50_fpn.py')
+RETINANET_NUM_CLASSES = 3
 COLOURS_BGR = ((255, 255, 255), (0, 255, 0), (0, 0, 255))  # one colour per class
 
 
@@ -97,3 +103,33 @@ def predict_with_rescaled_second_image(model, images, samples, num_classes: int)
         assert torch.all(dets.bboxes[:, [0, 2]] <= ori_w + 1e-4)
         assert torch.all(dets.bboxes[:, [1, 3]] <= ori_h + 1e-4)
     return batch, predicted, resized
+
+
+# ---------------------------------------------------------------------------- a small RetinaNet
+def small_retinanet_config():
+    """RetinaNet with a ResNet-18, a 32-channel FPN and a one-conv head, for CPU tests."""
+    cfg = Config.fromfile(str(RETINANET_CONFIG)).model
+    cfg.backbone = dict(type='ResNet', depth=18, out_indices=(0, 1, 2, 3), frozen_stages=-1,
+                        norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False)
+    cfg.neck.in_channels = [64, 128, 256, 512]
+    cfg.neck.out_channels = 32
+    cfg.bbox_head.update(num_classes=RETINANET_NUM_CLASSES, in_channels=32, feat_channels=32,
+                         stacked_convs=1)
+    return cfg
+
+
+def synthetic_batch():
+    """Two 128x128 BGR uint8 images of dark noise with a bright rectangle per object.
+
+    Returns:
+        ``(images, samples)``: 2 ``(3, 128, 128)`` uint8 tensors and their DetSamples.
+    """
+    return painted_batch([([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
+                          ([[30., 30., 100., 90.]], [1])])
+
+
+def build_small_retinanet(seed=0):
+    seed_everything(seed)
+    model = MODELS.build(small_retinanet_config())
+    model.init_weights()
+    return model

@@ -1,6 +1,5 @@
 """RetinaNet end to end: mmdetection keys, overfitting one batch, predict, modes, train_step."""
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +12,19 @@ from detkit.registry import MODELS
 from detkit.structures import DetSample
 
 from detector_checks import (  # noqa: F401
+    RETINANET_CONFIG,
+    RETINANET_NUM_CLASSES,
+    build_small_retinanet,
     one_thread,
     painted_batch,
     predict_with_rescaled_second_image,
     seed_everything,
+    small_retinanet_config,
+    synthetic_batch,
 )
 
-CONFIG = Path(__file__).resolve().parents[1] / 'configs/_base_/models/retinanet_r50_fpn.py'
-NUM_CLASSES = 3
+CONFIG = RETINANET_CONFIG
+NUM_CLASSES = RETINANET_NUM_CLASSES
 
 
 # ---------------------------------------------------------------------------- R50 checkpoint keys
@@ -87,55 +91,6 @@ def test_r50_config_output_shapes():
 
 
 # ---------------------------------------------------------------------------- a small RetinaNet
-def small_retinanet_config():
-    """RetinaNet with a ResNet-18, a 32-channel FPN and a one-conv head, for CPU tests."""
-    cfg = Config.fromfile(str(CONFIG)).model
-    cfg.backbone = dict(type='ResNet', depth=18, out_indices=(0, 1, 2, 3), frozen_stages=-1,
-                        norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False)
-    cfg.neck.in_channels = [64, 128, 256, 512]
-    cfg.neck.out_channels = 32
-    cfg.bbox_head.update(num_classes=NUM_CLASSES, in_channels=32, feat_channels=32,
-                         stacked_convs=1)
-    return cfg
-
-
-def synthetic_batch():
-    """Two 128x128 BGR uint8 images of dark noise with a bright rectangle per object.
-
-    Returns:
-        ``(images, samples)``: 2 ``(3, 128, 128)`` uint8 tensors and their DetSamples.
-    """
-    return painted_batch([([[16., 20., 60., 56.], [72., 64., 120., 120.]], [0, 2]),
-                          ([[30., 30., 100., 90.]], [1])])
-
-
-def build_small_retinanet(seed=0):
-    seed_everything(seed)
-    model = MODELS.build(small_retinanet_config())
-    model.init_weights()
-    return model
-
-
-@pytest.fixture(scope='module')
-def trained():
-    """The small RetinaNet after 40 SGD steps on one synthetic batch, and its loss history."""
-    model = build_small_retinanet()
-    images, samples = synthetic_batch()
-    batch = model.data_preprocessor(dict(inputs=images, data_samples=samples), True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    model.train()
-    history = []
-    for _ in range(40):
-        losses = model(batch['inputs'], batch['data_samples'], mode='loss')
-        total = losses['loss_cls'] + losses['loss_bbox']
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
-        history.append({k: float(v.detach()) for k, v in dict(losses, loss=total).items()})
-    model.eval()
-    return model, images, samples, history
-
-
 def test_training_on_one_batch_reduces_the_loss(trained):
     _, _, _, history = trained
     first, last = history[0], history[-1]

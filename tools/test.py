@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out results.json]``.
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out results.json] [--amp]``.
 
 Prints COCO bbox mAP (AP, AP50, AP75, APs/m/l) through the config's ``test_evaluator``;
 ``--out`` also writes the detections as a COCO results JSON (original category ids, xywh).
@@ -18,7 +18,12 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
-from detkit.engine import check_config, configure_launcher, prepare_generated_data  # noqa: E402
+from detkit.engine import (  # noqa: E402
+    check_config,
+    configure_launcher,
+    enable_amp,
+    prepare_generated_data,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--out', metavar='RESULTS.json',
                         help='also write the detections as a COCO results JSON')
+    parser.add_argument('--amp', action='store_true',
+                        help='the fastest numerics of this machine (bf16 autocast + '
+                        'channels-last on a CPU with native bfloat16, fp16 on CUDA); a config '
+                        'can say amp=True')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config keys')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -53,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.amp or cfg.get('amp', False):
+        print(f'--amp: {enable_amp(cfg, train=False)}', flush=True)
     out_dir = None
     if args.out:
         if not args.out.endswith('.json'):

@@ -17,7 +17,12 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
-from detkit.engine import check_config, configure_launcher, prepare_generated_data  # noqa: E402
+from detkit.engine import (  # noqa: E402
+    check_config,
+    configure_launcher,
+    enable_amp,
+    prepare_generated_data,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,8 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no CKPT is given')
     parser.add_argument('--amp', action='store_true',
-                        help='mixed precision: fp16 with dynamic loss scaling on CUDA, bf16 on '
-                        'CPU')
+                        help='the fastest numerics of this machine: on a CPU with native '
+                        'bfloat16, bf16 autocast + channels-last; on CUDA fp16 with dynamic loss '
+                        'scaling (a config can say amp=True)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by (total batch / '
                         'auto_scale_lr.base_batch_size)')
@@ -60,8 +66,8 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        enable_amp(cfg)
+    if args.amp or cfg.get('amp', False):
+        print(f'--amp: {enable_amp(cfg, train=True)}', flush=True)
     if args.sync_bn:
         cfg.sync_bn = 'torch'  # mmengine's Runner converts the model when it is distributed
     if args.auto_scale_lr:
@@ -76,21 +82,6 @@ def build_config(args: argparse.Namespace) -> Config:
             raise FileNotFoundError(f'--resume {args.resume!r}: no such checkpoint file')
         cfg.resume, cfg.load_from = True, args.resume
     return cfg
-
-
-def enable_amp(cfg: Config) -> None:
-    """Mixed precision: mmengine's AmpOptimWrapper (fp16, dynamic loss scaling) on CUDA,
-    detkit's CPUAmpOptimWrapper (bfloat16 autocast) on the CPU."""
-    import torch
-
-    wrapper = cfg.optim_wrapper
-    if wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
-        return
-    if torch.cuda.is_available():
-        wrapper.type = 'AmpOptimWrapper'
-        wrapper.setdefault('loss_scale', 'dynamic')
-    else:
-        wrapper.type = 'CPUAmpOptimWrapper'
 
 
 def main(argv: list[str] | None = None) -> None:

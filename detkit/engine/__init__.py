@@ -1,5 +1,6 @@
 """Training-time pieces around mmengine's Runner: crash-safe and exactly resumable checkpoints,
 safe checkpoint loading, config checks, generated data sets, progress, CPU mixed precision."""
+from .amp import AmpFallbackWarning, cpu_model_name, enable_amp, native_cpu_bf16
 from .checkpoint_hook import AtomicLocalBackend, CheckpointHook, atomic_write
 from .config_checks import check_config, check_data_paths, missing_data_paths
 from .distributed import CPUDistributedDataParallel, configure_launcher
@@ -9,9 +10,9 @@ from .progress import InferenceProgressHook, LoggerHook, ProgressBar
 from .rng_state_hook import RNGStateHook
 from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
 
-__all__ = ['AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
+__all__ = ['AmpFallbackWarning', 'AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
            'CPUDistributedDataParallel', 'GENERATORS', 'InferenceProgressHook', 'LoggerHook',
-           'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config',
-           'check_data_paths', 'configure_launcher', 'enable_safe_resume',
-           'generate_data_set', 'missing_data_paths', 'prepare_generated_data',
-           'safe_checkpoint_globals']
+           'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config', 'check_data_paths',
+           'configure_launcher', 'cpu_model_name', 'enable_amp', 'enable_safe_resume',
+           'generate_data_set', 'missing_data_paths', 'native_cpu_bf16',
+           'prepare_generated_data', 'safe_checkpoint_globals']

@@ -27,6 +27,10 @@ class DetDataPreprocessor(BaseDataPreprocessor):
         pad_size_divisor: the padded height and width are multiples of this.
         pad_value: the value of padded pixels in the normalised batch.
         non_blocking: copy to the device without blocking the host.
+        channels_last: emit the batch in the channels-last memory format (NHWC strides), the
+            layout oneDNN's bfloat16 convolutions run fastest on; the detector then holds its
+            weights channels-last too (``--amp`` on a CPU sets this, see
+            :func:`detkit.engine.enable_amp`).
 
     Example:
         >>> pre = DetDataPreprocessor(mean=[0, 0, 0], std=[1, 1, 1], pad_size_divisor=32)
@@ -38,7 +42,7 @@ class DetDataPreprocessor(BaseDataPreprocessor):
     def __init__(self, mean: Sequence[float] = (123.675, 116.28, 103.53),
                  std: Sequence[float] = (58.395, 57.12, 57.375), bgr_to_rgb: bool = True,
                  pad_size_divisor: int = 32, pad_value: float = 0.0,
-                 non_blocking: bool = False) -> None:
+                 non_blocking: bool = False, channels_last: bool = False) -> None:
         super().__init__(non_blocking)
         if len(mean) != 3 or len(std) != 3:
             raise ValueError(f'DetDataPreprocessor: mean and std need 3 values (one per '
@@ -55,6 +59,7 @@ class DetDataPreprocessor(BaseDataPreprocessor):
         self.bgr_to_rgb = bgr_to_rgb
         self.pad_size_divisor = pad_size_divisor
         self.pad_value = pad_value
+        self.channels_last = bool(channels_last)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         """Build the batch.
@@ -94,6 +99,8 @@ class DetDataPreprocessor(BaseDataPreprocessor):
         width = math.ceil(max(img.shape[2] for img in images) / divisor) * divisor
         batch = torch.full((len(images), 3, height, width), float(self.pad_value),
                            dtype=torch.float32, device=self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         for index, image in enumerate(images):
             image = image.to(self.device, non_blocking=self._non_blocking).float()
             if self.bgr_to_rgb:

@@ -52,6 +52,17 @@ class BaseDetector(BaseModel):
         self.backbone = build_if_config(backbone, MODELS)
         self.neck = build_if_config(neck, MODELS) if neck is not None else None
 
+    def adopt_memory_format(self) -> None:
+        """Hold the 4-D weights channels-last when the data preprocessor emits channels-last
+        batches, so that no convolution converts a layout on the way.
+
+        Subclasses call it at the end of their constructor: before an optimizer or
+        ``DistributedDataParallel`` sees the parameters (both keep the layout they find).
+        Later in-place initialisation and checkpoint loading keep the layout.
+        """
+        if getattr(self.data_preprocessor, 'channels_last', False):
+            self.to(memory_format=torch.channels_last)
+
     def extract_feat(self, inputs: Tensor) -> tuple[Tensor, ...]:
         """Backbone (and neck) features.
 

@@ -44,6 +44,7 @@ class SingleStageDetector(BaseDetector):
         reject_config_beside_built_head(bbox_head, 'bbox_head', name, arguments)
         self.bbox_head = (MODELS.build(dict(bbox_head, **arguments))
                           if isinstance(bbox_head, dict) else bbox_head)
+        self.adopt_memory_format()
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """The head's losses for a batch with ground truth."""

@@ -56,6 +56,7 @@ class TwoStageDetector(BaseDetector):
                          if isinstance(rpn_head, dict) else rpn_head)
         self.roi_head = (MODELS.build(dict(roi_head, **arguments['roi_head']))
                          if isinstance(roi_head, dict) else roi_head)
+        self.adopt_memory_format()
 
     def loss(self, inputs: Tensor, data_samples: Sequence[DetSample]) -> dict[str, Tensor]:
         """RPN and RoI head losses for a batch with ground truth."""

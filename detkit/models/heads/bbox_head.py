@@ -188,8 +188,9 @@ class Shared2FCBBoxHead(BaseModule):
             The image's :class:`Detections`, sorted by decreasing score.
         """
         num_rois = rois.shape[0]
-        scores = cls_score.softmax(dim=1)[:, :self.num_classes]           # (R, K)
-        boxes = self.bbox_coder.decode(rois, bbox_pred, max_shape=sample.img_shape)
+        # scores and boxes in float32 whatever autocast computed the layers in
+        scores = cls_score.float().softmax(dim=1)[:, :self.num_classes]   # (R, K)
+        boxes = self.bbox_coder.decode(rois, bbox_pred.float(), max_shape=sample.img_shape)
         boxes = boxes.reshape(num_rois, self.num_classes, 4)
         roi_index, labels = torch.nonzero(scores > cfg.score_thr, as_tuple=True)
         return rescale_and_nms(boxes[roi_index, labels], scores[roi_index, labels], labels,

@@ -254,9 +254,11 @@ class RetinaHead(BaseModule):
         level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
                                      batch_input_shape(samples))
         batch = cls_scores[0].shape[0]
-        level_scores = [m.permute(0, 2, 3, 1).reshape(batch, -1, self.num_classes).sigmoid()
+        # scores and deltas in float32 whatever autocast computed the towers in
+        level_scores = [m.float().permute(0, 2, 3, 1).reshape(batch, -1,
+                                                              self.num_classes).sigmoid()
                         for m in cls_scores]
-        level_deltas = [m.permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in bbox_preds]
+        level_deltas = [m.float().permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in bbox_preds]
         return [self._predict_single(level_anchors, [s[i] for s in level_scores],
                                      [d[i] for d in level_deltas], samples[i], rescale)
                 for i in range(batch)]

@@ -356,9 +356,12 @@ class RPNHead(BaseModule):
         level_anchors = self.anchors(featmap_sizes, cls_scores[0].device,
                                      batch_input_shape(samples))
         batch = cls_scores[0].shape[0]
-        level_scores = [self.objectness(m.detach()) for m in cls_scores]
-        level_ranks = [self.ranking_scores(m.detach()) for m in cls_scores]
-        level_deltas = [m.detach().permute(0, 2, 3, 1).reshape(batch, -1, 4) for m in bbox_preds]
+        # in float32 whatever autocast computed the convs in
+        cls_scores = [m.detach().float() for m in cls_scores]
+        level_scores = [self.objectness(m) for m in cls_scores]
+        level_ranks = [self.ranking_scores(m) for m in cls_scores]
+        level_deltas = [m.detach().float().permute(0, 2, 3, 1).reshape(batch, -1, 4)
+                        for m in bbox_preds]
         proposals = []
         for i, sample in enumerate(samples):
             level_boxes, level_objectness, level_ids = [], [], []

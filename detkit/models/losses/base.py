@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from detkit.structures import LabelGroups
@@ -66,3 +67,9 @@ def uses_label_groups(loss: object) -> bool:
     """Whether a head must hand ``loss`` the label groups of its rows (``groups=``): a
     :class:`ClassificationLoss` says so; any other module (a loss of the user's own) does not."""
     return bool(getattr(loss, 'uses_label_groups', False))
+
+
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 when it is float16 or bfloat16 (autocast's outputs), else as it is:
+    losses reduce in at least float32."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor

@@ -8,7 +8,7 @@ from torch import Tensor
 from detkit.registry import MODELS
 from detkit.structures import LabelGroups
 
-from .base import ClassificationLoss
+from .base import ClassificationLoss, at_least_float32
 
 
 @MODELS.register_module()
@@ -82,6 +82,8 @@ class CrossEntropyLoss(ClassificationLoss):
             raise ValueError(f'CrossEntropyLoss ({mode}, {num_columns} logit columns): labels '
                              f'must lie in [-1, {num_classes}] (-1 ignored, {num_classes} '
                              f'background), got values in [{low}, {high}]')
+        # bfloat16/float16 logits (autocast): the log-sum-exp and the sum run in float32
+        logits = at_least_float32(logits)
         valid = labels >= 0
         if self.use_sigmoid:
             targets = F.one_hot(labels.clamp(min=0), num_classes + 1)[:, :num_classes]

@@ -5,6 +5,8 @@ from torch import Tensor, nn
 
 from detkit.registry import MODELS
 
+from .base import at_least_float32
+
 
 @MODELS.register_module()
 class L1Loss(nn.Module):
@@ -50,7 +52,8 @@ class L1Loss(nn.Module):
             raise ValueError(f'L1Loss: avg_factor={avg_factor} must be > 0 (or None for the mean)')
         if pred.numel() == 0:
             return pred.sum() * 0
-        loss = (pred - target).abs()
+        # bfloat16/float16 predictions (autocast) are compared and summed in float32
+        loss = (at_least_float32(pred) - at_least_float32(target)).abs()
         if weight is not None:
             if weight.dim() == 1 and pred.dim() > 1:
                 weight = weight.reshape(-1, *([1] * (pred.dim() - 1)))
