@@ -96,9 +96,9 @@ def test_browse_dataset_draws_every_box(tmp_path):
     first = coco.imgs[sorted(coco.imgs)[0]]
     source = cv2.imread(osp.join(root, 'val', first['file_name']))
     drawn = cv2.imread(osp.join(out_dir, written[0]))
-    # the val pipeline resizes to 256 on the long side; compare at that size
+    # the val pipeline resizes to 160 on the long side; compare at that size
     height, width = drawn.shape[:2]
-    assert max(height, width) == 256
+    assert max(height, width) == 160
     ann = coco.imgToAnns[first['id']][0]
     scale = width / first['width']
     x, y, w, h = (v * scale for v in ann['bbox'])
@@ -116,17 +116,26 @@ def test_browse_dataset_names_a_missing_dataloader(tmp_path):
         browse_dataset.main([str(config), '--out-dir', str(tmp_path / 'o')])
 
 
-def test_benchmark_times_detkit_and_its_torchvision_peer(capsys):
+def test_benchmark_times_four_variants_with_memory_flops_and_roof(capsys):
     import benchmark
     rows = benchmark.main([osp.join(REPO, 'configs', 'retinanet_r50.py'), '--task', 'inference',
                            '--size', '64', '--batch', '2', '--iters', '2', '--warmup', '0',
                            '--threads', '1'])
-    assert [name for name, _, _ in rows] == ['detkit', 'torchvision retinanet_resnet50_fpn']
-    for _, median, images_per_s in rows:
-        assert median > 0 and images_per_s == pytest.approx(2 / median)
-    table = capsys.readouterr().out
-    assert 'batch 2x3x64x64' in table and table.count('x\n') == 2  # two ratio cells
-    assert '1.00x' in table.splitlines()[-1]  # torchvision against itself
+    assert [row['variant'] for row in rows] == ['detkit fp32', 'detkit --amp',
+                                                'torchvision fp32', 'torchvision best']
+    for row in rows:
+        assert row['seconds'] > 0 and row['images_per_s'] == pytest.approx(2 / row['seconds'])
+        assert row['peak_mib'] > 0 and row['gflops'] > 0 and 0 < row['roof_share'] < 2
+    by_name = {row['variant']: row for row in rows}
+    assert by_name['torchvision fp32']['vs torchvision fp32'] == pytest.approx(1.0)
+    assert by_name['detkit fp32']['vs torchvision best'] == pytest.approx(
+        by_name['torchvision best']['seconds'] / by_name['detkit fp32']['seconds'])
+    # the FLOPs of one iteration are the model's, whatever the precision
+    assert by_name['detkit --amp']['gflops'] * by_name['detkit --amp']['seconds'] == \
+        pytest.approx(by_name['detkit fp32']['gflops'] * by_name['detkit fp32']['seconds'])
+    out = capsys.readouterr().out
+    assert 'batch 2x3x64x64' in out and 'roof (best 3x3 convolution' in out
+    assert out.count('| retinanet_r50.py | inference |') == 4
 
 
 def test_benchmark_batch_is_reproducible():
@@ -146,7 +155,7 @@ def test_benchmark_training_needs_a_train_cfg():
     import benchmark
     config = osp.join(REPO, 'configs', 'torchvision', 'faster_rcnn_r50_fpn_tv.py')
     with pytest.raises(SystemExit, match='needs model.train_cfg in .*faster_rcnn_r50_fpn_tv.py'):
-        benchmark.main([config, '--task', 'train', '--peer-weights'])
+        benchmark.main([config, '--task', 'train', '--peer-weights', '--size', '64'])
 
 
 def test_benchmark_alternates_the_timed_iterations():

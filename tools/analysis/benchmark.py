@@ -1,33 +1,48 @@
-"""Images per second of a config's detector, and of torchvision's equivalent, in one run.
+"""Speed of a config's detector beside torchvision's, in float32 and each one's fastest setting.
 
-    python tools/analysis/benchmark.py CONFIG [CHECKPOINT] --task inference|train
-        [--batch 2] [--size 512] [--iters 10] [--warmup 2] [--device cpu] [--amp]
-        [--channels-last] [--no-peer] [--peer-weights]
+    python tools/analysis/benchmark.py CONFIG [CONFIG ...] [--task train inference]
+        [--batch 2] [--size 640] [--height 512] [--iters 5] [--warmup 2] [--device cpu]
+        [--checkpoint CKPT] [--peer-weights] [--no-peer] [--compile] [--threads N]
 
-Both models get the same uint8 batch (and, for ``train``, the same ground truth). ``inference``
-times preprocessing (normalise + pad), forward and post-processing (NMS included) in eval mode;
-``train`` times full SGD steps: preprocessing, forward, loss, backward and the update. The peer
-is torchvision's model of the same architecture (RetinaNet or Faster R-CNN with a ResNet-50 FPN,
-COCO-recipe freezing: FrozenBatchNorm, stem and layer1 frozen), told not to resize
-(``min_size = max_size = --size``) so both see the same pixels. Without a checkpoint both have
-random weights; random heads give different detection counts, which changes post-processing
-time. For inference numbers that compare like with like, run a ``configs/torchvision`` config
-with ``--peer-weights``: detkit then gets the torchvision model's (random) weights through the
-converter of tools/model_converters, and both models find the same detections. ``--amp``:
-bfloat16 autocast on the CPU, float16 (with loss scaling in training) on CUDA. After the
-warm-up the timed iterations alternate between the two models, so that drift in the machine's
-speed affects both alike. The table gives the median
-seconds per iteration, images/s and the ratio to torchvision.
+For each config and task, four variants run on the same uint8 batch (and, for ``train``, the
+same ground truth), their timed iterations alternating after the warm-up so that a machine
+whose speed drifts slows all alike:
+
+* ``torchvision fp32`` and ``torchvision best``: torchvision's model of the same architecture
+  (RetinaNet or Faster R-CNN with a ResNet-50 FPN, COCO-recipe freezing: FrozenBatchNorm, stem
+  and layer1 frozen; told not to resize, so it sees the same pixels), in float32 and in its best
+  setting: bfloat16 autocast + channels-last on the CPU, float16 autocast + channels-last (loss
+  scaling in training) on CUDA;
+* ``detkit fp32`` and ``detkit --amp``: the config's model, in float32 and as ``--amp`` builds it
+  (:func:`detkit.engine.enable_amp`: on a CPU with native bfloat16, bf16 autocast and
+  channels-last weights and batches; without it, float32);
+* with ``--compile`` (inference): ``detkit --amp`` under ``torch.compile`` too.
+
+``inference`` times preprocessing, forward and post-processing (NMS included) in eval mode;
+``train`` times SGD steps: preprocessing, forward, loss, backward and the update. Each row gives
+the median seconds per iteration, images/s, the peak bytes the allocator held during one
+iteration (CPU: from the profiler's memory events), GFLOPS (``torch.utils.flop_counter``'s
+count of the iteration / its median time) and that as a share of the roof: the best GFLOPS of a
+3x3 convolution of the row's dtype on this machine, measured at the start of the run. The
+header names the CPU and its bfloat16 units (AVX512-BF16, AMX).
+
+Without a checkpoint the models have random weights, and random heads find different numbers
+of detections, which changes post-processing time; ``--peer-weights`` (a ``configs/torchvision``
+config) gives detkit the torchvision model's weights through the converter of
+tools/model_converters, so that both find the same detections.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import logging
 import os.path as osp
 import statistics
 import sys
 import time
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -37,34 +52,45 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
 import detkit.models  # noqa: E402,F401
+from detkit.engine.amp import (  # noqa: E402
+    AmpFallbackWarning,
+    cpu_bf16_flags,
+    cpu_model_name,
+    enable_amp,
+)
 from detkit.registry import MODELS  # noqa: E402
 from detkit.structures import DetSample  # noqa: E402
+
+from profiling import conv_roof_gflops, count_flops, cpu_peak_bytes  # noqa: E402
 
 PEERS = {'RetinaNet': 'retinanet_resnet50_fpn', 'FasterRCNN': 'fasterrcnn_resnet50_fpn'}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', nargs='?', help='detkit checkpoint (default: random)')
-    parser.add_argument('--task', choices=['inference', 'train'], default='inference')
+    parser.add_argument('configs', nargs='+', metavar='CONFIG', help='config file(s)')
+    parser.add_argument('--checkpoint', help='detkit checkpoint of a single CONFIG (default: '
+                        'random weights)')
+    parser.add_argument('--task', nargs='+', choices=['inference', 'train'],
+                        default=['inference'], help='what to time (one or both)')
     parser.add_argument('--batch', type=int, default=2, help='images per iteration')
-    parser.add_argument('--size', type=int, default=512,
-                        help='square input side in pixels (e.g. 800; 1333x800 needs --height)')
+    parser.add_argument('--size', type=int, default=640, help='input width in pixels')
     parser.add_argument('--height', type=int, help='input height (default: --size)')
-    parser.add_argument('--iters', type=int, default=10, help='timed iterations')
+    parser.add_argument('--iters', type=int, default=5, help='timed iterations per variant')
     parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--amp', action='store_true', help='mixed precision')
-    parser.add_argument('--channels-last', action='store_true', help='NHWC memory format')
     parser.add_argument('--no-peer', action='store_true', help='skip torchvision')
     parser.add_argument('--peer-weights', action='store_true',
                         help="give detkit torchvision's weights (a configs/torchvision config)")
+    parser.add_argument('--compile', action='store_true',
+                        help='inference: also time detkit --amp under torch.compile')
     parser.add_argument('--threads', type=int, help='torch intra-op threads on the CPU')
     args = parser.parse_args(argv)
     if args.peer_weights and (args.no_peer or args.checkpoint):
-        parser.error('--peer-weights copies the peer\'s weights: it excludes --no-peer and a '
-                     'checkpoint')
+        parser.error('--peer-weights copies the peer\'s weights: it excludes --no-peer and '
+                     '--checkpoint')
+    if args.checkpoint and len(args.configs) > 1:
+        parser.error('--checkpoint belongs to one config; got several configs')
     for name in ('batch', 'size', 'iters'):
         if getattr(args, name) < 1:
             parser.error(f'--{name} must be >= 1, got {getattr(args, name)}')
@@ -195,18 +221,17 @@ def autocast(device: str, enabled: bool):
     return torch.autocast(kind, dtype=torch.float16 if kind == 'cuda' else torch.bfloat16)
 
 
-def detkit_runner(model, images, targets, task: str, amp: bool, device: str,
-                  channels_last: bool) -> Callable[[], None]:
+def detkit_runner(model, images, targets, task: str, amp: bool,
+                  device: str) -> Callable[[], None]:
+    """One iteration of detkit's ``model`` on the batch: preprocessing (which emits the layout
+    the model was built for), then inference or an SGD step; ``amp`` autocasts."""
     samples = [DetSample(img_shape=tuple(img.shape[1:]), ori_shape=tuple(img.shape[1:]),
                          gt_bboxes=t['boxes'], gt_labels=t['labels'])
                for img, t in zip(images, targets)]
 
     def batch(training: bool) -> dict:
-        data = model.data_preprocessor(dict(inputs=images, data_samples=list(samples)),
+        return model.data_preprocessor(dict(inputs=images, data_samples=list(samples)),
                                        training)
-        if channels_last:
-            data['inputs'] = data['inputs'].contiguous(memory_format=torch.channels_last)
-        return data
 
     if task == 'inference':
         model.eval()
@@ -294,62 +319,152 @@ def time_it(runs: list[Callable[[], None]], iters: int, warmup: int,
     return times
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
+@dataclass
+class Variant:
+    """One timed model: a name, how it computes, the call that runs one iteration."""
+
+    name: str
+    dtype: torch.dtype  # what its convolutions compute in, for the roof
+    run: Callable[[], None]
+    batch: int
+    seconds: list[float] = field(default_factory=list)
+    flops: int = 0
+    peak_bytes: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def build_variants(config: str, args: argparse.Namespace, task: str, images, targets,
+                   device: str) -> tuple[list[Variant], str]:
+    """The variants of one config and task (see the module docstring), and what ``--amp``
+    chose on this machine."""
+    cfg = Config.fromfile(config)
+    amp_cfg = Config.fromfile(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', AmpFallbackWarning)
+        chosen = enable_amp(amp_cfg, train=task == 'train')
+    model_type = cfg.model.get('type')
+    num_classes = num_classes_of(cfg)
+    height, width = images[0].shape[1:]
+    low = torch.float16 if torch.device(device).type == 'cuda' else torch.bfloat16
+    amp_dtype = torch.float32 if chosen == 'float32' else low
+    amp = amp_dtype != torch.float32
+    peer = None
+    if not args.no_peer:
+        peer = build_peer(model_type, num_classes, height, width, device)
+    if args.peer_weights:
+        detkit_fp32 = build_detkit_like(cfg, peer, config, device)
+        detkit_amp = build_detkit_like(amp_cfg, peer, config, device)
+    else:
+        detkit_fp32 = build_detkit(cfg, args.checkpoint, device)
+        detkit_amp = build_detkit(amp_cfg, args.checkpoint, device)
+        detkit_amp.load_state_dict(detkit_fp32.state_dict())  # the same random weights
+    variants = [Variant('detkit fp32', torch.float32,
+                        detkit_runner(detkit_fp32, images, targets, task, False, device),
+                        len(images)),
+                Variant('detkit --amp', amp_dtype,
+                        detkit_runner(detkit_amp, images, targets, task, amp, device),
+                        len(images))]
+    if args.compile and task == 'inference':
+        compiled = copy.deepcopy(detkit_amp)
+        compiled.backbone = torch.compile(compiled.backbone)
+        compiled.neck = torch.compile(compiled.neck)
+        variants.append(Variant('detkit --amp, torch.compile', amp_dtype,
+                                detkit_runner(compiled, images, targets, task, amp, device),
+                                len(images)))
+    if peer is not None:
+        peer_images = rgb_images(images, detkit_fp32)
+        if args.peer_weights and task == 'inference':
+            counts = count_detections(detkit_fp32, peer, images, peer_images, device)
+            print(f'same weights: detkit finds {counts[0]} detections, torchvision {counts[1]}')
+        best = copy.deepcopy(peer).to(memory_format=torch.channels_last)
+        variants += [
+            Variant('torchvision fp32', torch.float32,
+                    peer_runner(peer, peer_images, targets, task, False, device, model_type),
+                    len(images)),
+            Variant('torchvision best', low,
+                    peer_runner(best, peer_images, targets, task, True, device, model_type),
+                    len(images))]
+    return variants, chosen
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the benchmark and print one table; return its rows as dicts."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not osp.isfile(args.config):
-        sys.exit(f'benchmark: config file {args.config!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.task == 'train' and not cfg.model.get('train_cfg'):
-        sys.exit(f'benchmark: --task train needs model.train_cfg in {args.config} (assigners and '
-                 f'samplers); the configs/torchvision configs are for inference only')
-    model_type = cfg.model.get('type')
-    num_classes = num_classes_of(cfg)
+    for config in args.configs:
+        if not osp.isfile(config):
+            sys.exit(f'benchmark: config file {config!r} does not exist')
+        if 'train' in args.task and not Config.fromfile(config).model.get('train_cfg'):
+            sys.exit(f'benchmark: --task train needs model.train_cfg in {config} (assigners and '
+                     f'samplers); the configs/torchvision configs are for inference only')
+    device = args.device
     height, width = args.height or args.size, args.size
-    torch.manual_seed(0)
-    images, targets = make_batch(args.batch, height, width, num_classes)
-    peer = None
-    if args.peer_weights:
-        peer = build_peer(model_type, num_classes, height, width, args.device)
-        detkit_model = build_detkit_like(cfg, peer, args.config, args.device)
+    cuda = torch.device(device).type == 'cuda'
+    low = torch.float16 if cuda else torch.bfloat16
+    roofs = {torch.float32: conv_roof_gflops(torch.float32, device),
+             low: conv_roof_gflops(low, device)}
+    if cuda:
+        machine = torch.cuda.get_device_name(device)
     else:
-        detkit_model = build_detkit(cfg, args.checkpoint, args.device)
-    if args.channels_last:
-        detkit_model = detkit_model.to(memory_format=torch.channels_last)
-    peer_images = rgb_images(images, detkit_model)
-    names = ['detkit']
-    runs = [detkit_runner(detkit_model, images, targets, args.task, args.amp, args.device,
-                          args.channels_last)]
-    if args.peer_weights and args.task == 'inference':
-        counts = count_detections(detkit_model, peer, images, peer_images, args.device)
-        print(f'same weights: detkit finds {counts[0]} detections, torchvision {counts[1]}')
-    if peer is None and not args.no_peer:
-        peer = build_peer(model_type, num_classes, height, width, args.device)
-    if peer is not None:
-        if args.channels_last:
-            peer = peer.to(memory_format=torch.channels_last)
-        names.append(f'torchvision {PEERS[model_type]}')
-        runs.append(peer_runner(peer, peer_images, targets, args.task, args.amp, args.device,
-                                model_type))
-    rows = list(zip(names, time_it(runs, args.iters, args.warmup, args.device)))
-    device = (torch.cuda.get_device_name(args.device)
-              if torch.device(args.device).type == 'cuda'
-              else f'CPU, {torch.get_num_threads()} threads')
-    print(f'{osp.basename(args.config)} {args.task}, batch {args.batch}x3x{height}x{width}, '
-          f'{device}, torch {torch.__version__}, amp={args.amp}, '
-          f'channels_last={args.channels_last}, {args.iters} timed iterations each (alternating) '
-          f'after {args.warmup} warm-up, weights: '
-          + (args.checkpoint or ('random, the same in both' if args.peer_weights else 'random')))
-    print(f"{'model':<40} {'median s/iter':>14} {'images/s':>9} {'vs torchvision':>15}")
-    summary = []
-    peer_median = statistics.median(rows[1][1]) if len(rows) > 1 else None
-    for name, times in rows:
-        median = statistics.median(times)
-        ratio = f'{peer_median / median:.2f}x' if peer_median else '-'
-        print(f'{name:<40} {median:>14.4f} {args.batch / median:>9.2f} {ratio:>15}')
-        summary.append((name, median, args.batch / median))
-    return summary
+        flags = cpu_bf16_flags()
+        units = ('unknown' if flags is None else
+                 ', '.join(sorted(flags)) if flags else 'none (bf16 would be emulated)')
+        machine = (f'CPU {cpu_model_name()}, {torch.get_num_threads()} threads, native bf16: '
+                   f'{units}')
+    print(f'{machine}; torch {torch.__version__}; batch {args.batch}x3x{height}x{width}; '
+          f'{args.iters} timed iterations per variant (alternating) after {args.warmup} '
+          f'warm-up; weights: ' + (args.checkpoint or ('random, the same in both'
+                                                       if args.peer_weights else 'random')))
+    print('roof (best 3x3 convolution, channels-last): '
+          + ', '.join(f'{str(dtype).split(".")[-1]} {gflops:.0f} GFLOPS'
+                      for dtype, gflops in roofs.items()))
+    print('| config | task | variant | s/iter | images/s | peak MiB | GFLOPS | % of roof '
+          '| vs torchvision fp32 | vs torchvision best |')
+    print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    rows: list[dict] = []
+    for config in args.configs:
+        for task in args.task:
+            torch.manual_seed(0)
+            num_classes = num_classes_of(Config.fromfile(config))
+            images, targets = make_batch(args.batch, height, width, num_classes)
+            variants, chosen = build_variants(config, args, task, images, targets, device)
+            times = time_it([v.run for v in variants], args.iters, args.warmup, device)
+            for variant, spent in zip(variants, times):
+                variant.seconds = spent
+                variant.flops = count_flops(variant.run)
+                variant.peak_bytes = (peak_cuda_bytes(variant.run, device) if cuda
+                                      else cpu_peak_bytes(variant.run))
+            medians = {v.name: v.median for v in variants}
+            for variant in variants:
+                gflops = variant.flops / variant.median / 1e9
+                row = dict(config=osp.basename(config), task=task, variant=variant.name,
+                           seconds=variant.median, images_per_s=variant.batch / variant.median,
+                           peak_mib=variant.peak_bytes / 2**20, gflops=gflops,
+                           roof_share=gflops / roofs[variant.dtype], amp=chosen)
+                for peer in ('torchvision fp32', 'torchvision best'):
+                    row[f'vs {peer}'] = (medians[peer] / variant.median
+                                         if peer in medians else None)
+                rows.append(row)
+                ratios = ' | '.join(f'{row[k]:.2f}x' if row[k] else '-'
+                                    for k in ('vs torchvision fp32', 'vs torchvision best'))
+                print(f"| {row['config']} | {task} | {variant.name} | {row['seconds']:.3f} | "
+                      f"{row['images_per_s']:.2f} | {row['peak_mib']:.0f} | {gflops:.0f} | "
+                      f"{100 * row['roof_share']:.0f}% | {ratios} |", flush=True)
+    return rows
+
+
+def peak_cuda_bytes(call: Callable[[], None], device: str) -> int:
+    """The peak bytes CUDA's allocator holds during ``call()`` above what it held before."""
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    call()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
 
 
 if __name__ == '__main__':
