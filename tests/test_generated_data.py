@@ -49,13 +49,13 @@ def test_every_generatable_config_draws_what_it_reads(tmp_path, monkeypatch):
     assert sorted(re.sub(r' in [0-9.]+ s$', '', line) for line in lines) == [
         "data/facemask/ was missing: generated the synthetic 'facemask' data set there "
         "(6 train + 2 val images, seed 0)",
-        "data/shapes/ was missing: generated the synthetic 'shapes' data set there "
-        "(6 train + 2 val images, seed 0)",
         "data/shapes_partial_plain/ was missing: generated the synthetic 'partial' data set "
-        "there (6 train + 2 val images, seed 0)"]
-    assert sorted(os.listdir('data')) == ['.facemask.lock', '.shapes.lock',
-                                          '.shapes_partial_plain.lock', 'facemask', 'shapes',
-                                          'shapes_partial_plain']
+        "there (6 train + 2 val images, seed 0)",
+        "data/shapes_simple/ was missing: generated the synthetic 'shapes' data set there "
+        "(6 train + 2 val images, seed 0)"]
+    assert sorted(os.listdir('data')) == ['.facemask.lock', '.shapes_partial_plain.lock',
+                                          '.shapes_simple.lock', 'facemask',
+                                          'shapes_partial_plain', 'shapes_simple']
 
 
 def test_generated_once_then_left_alone(tmp_path, monkeypatch):
@@ -64,28 +64,28 @@ def test_generated_once_then_left_alone(tmp_path, monkeypatch):
     lines = []
     first = prepare_generated_data(cfg, 'train', log=lines.append)
     assert first is not None and first.startswith(
-        "data/shapes/ was missing: generated the synthetic 'shapes' data set there (4 train + "
-        "3 val images, seed 0) in ")
+        "data/shapes_simple/ was missing: generated the synthetic 'shapes' data set there (4 "
+        "train + 3 val images, seed 0) in ")
     assert lines == [first]
-    with open('data/shapes/annotations/instances_train.json') as f:
+    with open('data/shapes_simple/annotations/instances_train.json') as f:
         assert len(json.load(f)['images']) == 4
-    with open('data/shapes/annotations/instances_val.json') as f:
+    with open('data/shapes_simple/annotations/instances_val.json') as f:
         assert len(json.load(f)['images']) == 3
-    before = os.stat('data/shapes/annotations/instances_train.json').st_mtime_ns
+    before = os.stat('data/shapes_simple/annotations/instances_train.json').st_mtime_ns
     assert prepare_generated_data(cfg, 'train', log=lines.append) is None
     assert prepare_generated_data(cfg, 'test', log=lines.append) is None
-    assert os.stat('data/shapes/annotations/instances_train.json').st_mtime_ns == before
+    assert os.stat('data/shapes_simple/annotations/instances_train.json').st_mtime_ns == before
     assert len(lines) == 1
 
 
 def test_an_incomplete_folder_is_not_overwritten(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    os.makedirs('data/shapes/annotations')
-    with open('data/shapes/annotations/mine.json', 'w') as f:
+    os.makedirs('data/shapes_simple/annotations')
+    with open('data/shapes_simple/annotations/mine.json', 'w') as f:
         f.write('{}')
     cfg = Config.fromfile(osp.join(CONFIGS, 'retinanet_r50_shapes.py'))
     assert prepare_generated_data(cfg, 'train') is None
-    assert os.listdir('data/shapes/annotations') == ['mine.json']
+    assert os.listdir('data/shapes_simple/annotations') == ['mine.json']
     with pytest.raises(FileNotFoundError, match='train_dataloader.dataset.ann_file'):
         check_data_paths(cfg, 'train')
 
@@ -124,7 +124,8 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
     cfg = Config.fromfile(osp.join(CONFIGS, 'retinanet_r50_shapes.py'))
     with pytest.raises(OSError, match='disk full'):
         prepare_generated_data(cfg, 'train')
-    assert os.listdir('data') == ['.shapes.lock']  # no half-written set, no temporary folder
+    # no half-written set, no temporary folder
+    assert os.listdir('data') == ['.shapes_simple.lock']
 
 
 def test_bad_generated_data_specs(tmp_path, monkeypatch):
@@ -138,7 +139,7 @@ def test_bad_generated_data_specs(tmp_path, monkeypatch):
     cfg.generated_data.num_imgs = 3
     with pytest.raises(TypeError, match=r"generated_data: .*'num_imgs' \(kind='shapes'\)"):
         prepare_generated_data(cfg, 'train')
-    assert os.listdir('data') == ['.shapes.lock']
+    assert os.listdir('data') == ['.shapes_simple.lock']
     del cfg.generated_data['root']
     with pytest.raises(KeyError, match='generated_data.root is missing'):
         prepare_generated_data(cfg, 'train')
@@ -157,7 +158,8 @@ def test_quick_start_command_generates_then_trains(tmp_path):
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert ("data/shapes/ was missing: generated the synthetic 'shapes' data set there "
+    assert ("data/shapes_simple/ was missing: generated the synthetic 'shapes' data set there "
             "(4 train + 1 val images, seed 0) in ") in output
     assert 'Epoch(train) [1][1/1]' in output and 'eta: ' in output and 'loss: ' in output
-    assert sorted(os.listdir(tmp_path / 'data' / 'shapes')) == ['annotations', 'train', 'val']
+    assert sorted(os.listdir(tmp_path / 'data' / 'shapes_simple')) == ['annotations', 'train',
+                                                                   'val']
