@@ -175,3 +175,13 @@ def test_benchmark_peer_gets_the_pixels_detkit_sees_in_rgb():
     assert torch.equal(benchmark.rgb_images(images, bgr)[0], images[0][[2, 1, 0]])
     bgr.data_preprocessor.bgr_to_rgb = False
     assert benchmark.rgb_images(images, bgr)[0] is images[0]
+
+
+def test_plot_labels_name_each_log(log_file, tmp_path):
+    out = str(tmp_path / 'labelled.png')
+    analyze_logs.main(['plot', log_file, log_file, '--keys', 'loss', '--out', out,
+                       '--labels', 'bf16', 'fp32'])
+    assert cv2.imread(out).shape == (300, 800, 3)
+    with pytest.raises(SystemExit, match='1 --labels for 2 logs'):
+        analyze_logs.main(['plot', log_file, log_file, '--keys', 'loss', '--out', out,
+                           '--labels', 'bf16'])

@@ -1,7 +1,7 @@
 """Plot and summarise the scalar logs that training writes (``work_dir/<time>/vis_data/*.json``).
 
     python tools/analysis/analyze_logs.py plot LOG.json [LOG2.json ...] --keys loss bbox_mAP \
-        --out curve.png [--title TEXT]
+        --out curve.png [--title TEXT] [--labels NAME [NAME2 ...]]
     python tools/analysis/analyze_logs.py summary LOG.json [...]
 
 Each log line is a JSON dict. Training lines have ``iter`` and ``epoch``; validation lines have
@@ -111,8 +111,18 @@ def series(log: ScalarLog, key: str) -> tuple[list[int], list[float], str]:
     return [p[0] for p in points], [p[1] for p in points], name
 
 
-def plot(logs: list[ScalarLog], keys: list[str], out: str, title: str | None = None) -> None:
-    """One subplot per key, one line per log; saved to ``out`` (the format from its suffix)."""
+def plot(logs: list[ScalarLog], keys: list[str], out: str, title: str | None = None,
+         labels: list[str] | None = None) -> None:
+    """One subplot per key, one line per log; saved to ``out`` (the format from its suffix).
+
+    ``labels`` names the logs in the legends, one per log (default: the log files' names).
+
+    Raises:
+        ValueError: ``labels`` does not give one name per log.
+    """
+    if labels is not None and len(labels) != len(logs):
+        raise ValueError(f'analyze_logs: {len(labels)} --labels for {len(logs)} logs; give one '
+                         'name per log, in the same order')
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -120,9 +130,12 @@ def plot(logs: list[ScalarLog], keys: list[str], out: str, title: str | None = N
     fig, axes = plt.subplots(len(keys), 1, figsize=(8, 3 * len(keys)), squeeze=False,
                              sharex=True)
     for axis, key in zip(axes[:, 0], keys):
-        for log in logs:
+        for index, log in enumerate(logs):
             xs, ys, name = series(log, key)
-            label = osp.basename(log.path) if len(logs) > 1 else name
+            if labels is not None:
+                label = labels[index]
+            else:
+                label = osp.basename(log.path) if len(logs) > 1 else name
             axis.plot(xs, ys, marker='o' if len(xs) < 20 else None, label=label)
         axis.set_ylabel(key)
         axis.grid(alpha=0.3)
@@ -163,13 +176,14 @@ def main(argv: list[str] | None = None) -> None:
     plot_parser.add_argument('--keys', nargs='+', default=['loss'], help='what to plot')
     plot_parser.add_argument('--out', required=True, help='image file, e.g. curve.png')
     plot_parser.add_argument('--title', help='figure title')
+    plot_parser.add_argument('--labels', nargs='+', help='legend names, one per log')
     summary_parser = commands.add_parser('summary', help='iteration time and final metrics')
     summary_parser.add_argument('logs', nargs='+', help='vis_data JSON logs')
     args = parser.parse_args(argv)
     try:
         logs = [load_log(path) for path in args.logs]
         if args.command == 'plot':
-            plot(logs, args.keys, args.out, args.title)
+            plot(logs, args.keys, args.out, args.title, args.labels)
             print(f'wrote {args.out}')
         else:
             print('\n'.join(summary(log) for log in logs))
