@@ -1,5 +1,8 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out results.json] [--amp]``.
 
+CHECKPOINT is a detkit ``.pth`` or an ``.onnx`` file of tools/deployment/export_onnx.py (run by
+onnxruntime behind the same test pipeline and metric).
+
 Prints COCO bbox mAP (AP, AP50, AP75, APs/m/l) through the config's ``test_evaluator``;
 ``--out`` also writes the detections as a COCO results JSON (original category ids, xywh).
 """
@@ -62,7 +65,16 @@ def main(argv: list[str] | None = None) -> dict:
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.resume = False
-    if args.amp or cfg.get('amp', False):
+    if args.checkpoint.endswith('.onnx'):
+        # an exported model: onnxruntime runs it behind the config's test pipeline and metric
+        if args.amp:
+            sys.exit(f'tools/test.py: --amp does not apply to {args.checkpoint!r}, which runs in '
+                     'the precision it was exported in')
+        import detkit.deploy  # noqa: F401  (registers OnnxDetector)
+        cfg.model = dict(type='OnnxDetector', path=args.checkpoint)
+        cfg.load_from = None
+        cfg.amp = False
+    elif args.amp or cfg.get('amp', False):
         print(f'--amp: {enable_amp(cfg, train=False)}', flush=True)
     out_dir = None
     if args.out:

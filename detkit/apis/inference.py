@@ -113,8 +113,10 @@ def init_detector(config: str | os.PathLike[str] | Config,
 
     Args:
         config: a config file or a loaded ``Config``.
-        checkpoint: a detkit checkpoint (``.pth``); ``None`` keeps random weights (with a
-            warning) and skips pretrained backbone loading.
+        checkpoint: a detkit checkpoint (``.pth``); an exported ``.onnx`` file (an
+            :class:`~detkit.deploy.OnnxDetector` run by onnxruntime on the CPU is returned,
+            with the config's test pipeline); ``None`` keeps random weights (with a warning)
+            and skips pretrained backbone loading.
         device: where the model runs, e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: config overrides, as ``--cfg-options`` gives them (``{'a.b': value}``).
         amp: the fast path of ``--amp`` (:func:`detkit.engine.enable_amp`): on a CPU with
@@ -136,6 +138,8 @@ def init_detector(config: str | os.PathLike[str] | Config,
     if 'model' not in cfg:
         raise KeyError(f'init_detector: config {_config_name(config)} has no `model` key')
     check_config_types(cfg)
+    if checkpoint is not None and os.fspath(checkpoint).endswith('.onnx'):
+        return _init_onnx_detector(cfg, checkpoint, device, amp)
     amp_dtype = autocast_dtype(enable_amp(cfg, train=False, device=device)) if amp else None
     model_cfg = cfg.model.copy()
     model_cfg.setdefault('init_cfg', None)
@@ -158,6 +162,22 @@ def init_detector(config: str | os.PathLike[str] | Config,
     detector.cfg = cfg
     detector.amp_dtype = amp_dtype
     return model.to(device).eval()
+
+
+def _init_onnx_detector(cfg: Config, checkpoint: str | os.PathLike[str],
+                        device: str | torch.device, amp: bool) -> torch.nn.Module:
+    """``init_detector`` for an ``.onnx`` file: onnxruntime on the CPU, float32 as exported."""
+    if torch.device(device).type != 'cpu' or amp:
+        raise ValueError(f'init_detector: {os.fspath(checkpoint)!r} runs on onnxruntime\'s CPU '
+                         f'provider in the precision it was exported in; got device={device!r}, '
+                         f'amp={amp}')
+    from detkit.deploy import OnnxDetector
+    onnx_model = OnnxDetector(checkpoint)
+    detector = cast(_Detector, onnx_model)
+    detector.dataset_meta = dict(classes=onnx_model.classes or _class_names({}, cfg))
+    detector.cfg = cfg
+    detector.amp_dtype = None
+    return onnx_model
 
 
 def inference_detector(model: torch.nn.Module,

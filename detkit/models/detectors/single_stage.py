@@ -7,6 +7,7 @@ from torch import Tensor
 
 from detkit.models.detectors.base import BaseDetector
 from detkit.models.detectors.head_arguments import head_arguments, reject_config_beside_built_head
+from detkit.models.task_utils.graph_ops import shape_of
 from detkit.registry import MODELS
 from detkit.structures import DetSample
 
@@ -66,6 +67,19 @@ class SingleStageDetector(BaseDetector):
         cls_scores, bbox_preds = self.bbox_head(self.extract_feat(inputs))
         detections = self.bbox_head.predict(cls_scores, bbox_preds, data_samples, rescale)
         return self.attach_detections(data_samples, detections)
+
+    def predict_in_graph(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Detections of a normalised batch as fixed-size tensors, in input pixels (what an
+        exported graph computes; :meth:`RetinaHead.predict_in_graph`).
+
+        Args:
+            inputs: ``(N, 3, H, W)`` normalised images that fill the input (no padding).
+
+        Returns:
+            ``dets (N, K, 5)`` and ``labels (N, K)``, K the head's ``max_per_img``.
+        """
+        cls_scores, bbox_preds = self.bbox_head(self.extract_feat(inputs))
+        return self.bbox_head.predict_in_graph(cls_scores, bbox_preds, shape_of(inputs)[2:])
 
     def _forward_tensor(self, inputs: Tensor,
                         data_samples: Sequence[DetSample] | None) -> tuple[list, list]:

@@ -8,6 +8,7 @@ from torch import Tensor
 from detkit.models.detectors.base import BaseDetector
 from detkit.models.detectors.head_arguments import head_arguments, reject_config_beside_built_head
 from detkit.models.heads.roi_head import boxes_to_rois
+from detkit.models.task_utils.graph_ops import shape_of
 from detkit.registry import MODELS
 from detkit.structures import Detections, DetSample
 
@@ -85,6 +86,22 @@ class TwoStageDetector(BaseDetector):
         detections = self.roi_head.predict(feats, [p.bboxes for p in proposals], data_samples,
                                            rescale)
         return self.attach_detections(data_samples, detections)
+
+    def predict_in_graph(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Detections of a normalised batch as fixed-size tensors, in input pixels (what an
+        exported graph computes): :meth:`RPNHead.proposals_in_graph` then
+        :meth:`StandardRoIHead.predict_in_graph`.
+
+        Args:
+            inputs: ``(N, 3, H, W)`` normalised images that fill the input (no padding).
+
+        Returns:
+            ``dets (N, K, 5)`` and ``labels (N, K)``, K the RoI head's ``max_per_img``.
+        """
+        feats = self.extract_feat(inputs)
+        input_hw = shape_of(inputs)[2:]
+        proposals, valid = self.rpn_head.proposals_in_graph(*self.rpn_head(feats), input_hw)
+        return self.roi_head.predict_in_graph(feats, proposals[..., :4], valid, input_hw)
 
     def _forward_tensor(self, inputs: Tensor, data_samples: Sequence[DetSample] | None) -> tuple:
         feats = self.extract_feat(inputs)

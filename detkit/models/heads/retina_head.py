@@ -33,6 +33,13 @@ from detkit.models.task_utils import (
     rescale_and_nms,
     trainable_anchors,
 )
+from detkit.models.task_utils.graph_ops import (
+    best_per_image,
+    clamped_k,
+    grid_anchors_in_graph,
+    non_max_suppression,
+    size_of,
+)
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample
 
@@ -283,3 +290,55 @@ class RetinaHead(BaseModule):
         return rescale_and_nms(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
                                nms_iou_thr=cfg.nms_iou_thr, max_per_img=cfg.max_per_img,
                                min_bbox_size=cfg.min_bbox_size, sample=sample, rescale=rescale)
+
+    # ------------------------------------------------------------------ export
+    def predict_in_graph(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                         input_hw: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`predict` with fixed-size tensors, for an exported graph; boxes in input pixels.
+
+        The same detections as :meth:`predict` without rescaling on a batch whose images fill
+        the input: per level the ``nms_pre`` best (anchor, class) scores (the top-k of all of
+        them, then those at or below ``score_thr`` zeroed: the same set as thresholding first),
+        boxes decoded and clipped to the input, then per-class NMS
+        (:func:`~detkit.models.task_utils.graph_ops.non_max_suppression`) and the best
+        ``max_per_img``.
+
+        Args:
+            cls_scores: L tensors ``(N, A*K, Hl, Wl)``.
+            bbox_preds: L tensors ``(N, A*4, Hl, Wl)``.
+            input_hw: int64 ``(2,)`` the input's height and width.
+
+        Returns:
+            ``dets (N, max_per_img, 5)`` xyxy + score, sorted by score, and ``labels
+            (N, max_per_img)`` int64; after an image's last detection the rows are 0 and -1.
+        """
+        cfg = self.test_cfg
+        level_anchors = grid_anchors_in_graph(self.anchor_generator, cls_scores, input_hw)
+        max_shape = input_hw.to(torch.float32)
+        boxes, scores, labels = [], [], []
+        for anchors, logits, deltas in zip(level_anchors, cls_scores, bbox_preds):
+            probs = flatten_levels([logits.float()], self.num_classes).sigmoid().flatten(1)
+            deltas = flatten_levels([deltas.float()], 4)
+            if cfg.nms_pre > 0:
+                probs, index = probs.topk(clamped_k(cfg.nms_pre, size_of(probs, 1)), dim=1)
+            else:
+                index = torch.zeros_like(probs, dtype=torch.int64) + torch.arange(
+                    size_of(probs, 1), device=probs.device)
+            anchor_index = index // self.num_classes
+            level_deltas = deltas.gather(1, anchor_index[..., None].expand(-1, -1, 4))
+            boxes.append(self.bbox_coder.decode(anchors[anchor_index], level_deltas,
+                                                max_shape=max_shape))
+            scores.append(probs * (probs > cfg.score_thr))
+            labels.append(index % self.num_classes)
+        boxes_all, scores_all, labels_all = (torch.cat(boxes, 1), torch.cat(scores, 1),
+                                             torch.cat(labels, 1))
+        if cfg.min_bbox_size >= 0:
+            wh = boxes_all[..., 2:] - boxes_all[..., :2]
+            scores_all = scores_all * (wh > cfg.min_bbox_size).all(dim=2)
+        classes = torch.arange(self.num_classes, device=labels_all.device)
+        per_class = scores_all[:, None, :] * (labels_all[:, None, :] == classes[None, :, None])
+        selected = non_max_suppression(boxes_all, per_class, max_per_class=cfg.max_per_img,
+                                       iou_threshold=cfg.nms_iou_thr,
+                                       score_threshold=cfg.score_thr)
+        return best_per_image(selected[:, [0, 2]], boxes_all, scores_all, labels_all,
+                              cfg.max_per_img)

@@ -23,6 +23,7 @@ from detkit.models.task_utils import (
     RoITestConfig,
     SamplingResult,
 )
+from detkit.models.task_utils.graph_ops import best_per_image, non_max_suppression, size_of
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample, LabelGroups
 
@@ -157,3 +158,53 @@ class StandardRoIHead(BaseModule):
                                               rescale)
                 for boxes, scores, deltas, sample in zip(proposals, cls_score.split(counts),
                                                          bbox_pred.split(counts), samples)]
+
+    # ------------------------------------------------------------------ export
+    def predict_in_graph(self, feats: Sequence[Tensor], proposals: Tensor, valid: Tensor,
+                         input_hw: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`predict` with fixed-size tensors, for an exported graph; boxes in input pixels.
+
+        Every proposal is pooled and scored; each (proposal, class) pair above ``score_thr``
+        gets its class's box, clipped to the input, and NMS runs per image and class with the
+        image x class pairs on ONNX ``NonMaxSuppression``'s batch axis (each class has its own
+        boxes).
+
+        Args:
+            feats: the pyramid ``(N, C, Hl, Wl)`` per level.
+            proposals: ``(N, P, 4)`` xyxy in input pixels.
+            valid: ``(N, P)`` bool, the proposals that exist.
+            input_hw: int64 ``(2,)`` the input's height and width.
+
+        Returns:
+            ``dets (N, K, 5)`` and ``labels (N, K)`` int64 (K = ``max_per_img``), sorted by
+            score; rows after an image's last detection are 0 and -1.
+        """
+        cfg = self.test_cfg
+        num_classes = self.bbox_head.num_classes
+        per_image = int(proposals.shape[1])   # the RPN's max_per_img: fixed in the graph
+        image_index = torch.arange(size_of(proposals, 0), device=proposals.device)
+        image_column = torch.zeros_like(proposals[..., :1]) + image_index[:, None, None]
+        rois = torch.cat([image_column, proposals], dim=2).reshape(-1, 5)
+        cls_score, bbox_pred = self(feats, rois)
+        scores = cls_score.float().softmax(dim=1)[:, :num_classes]   # (N*P, K)
+        boxes = self.bbox_head.bbox_coder.decode(rois[:, 1:], bbox_pred.float(),
+                                                 max_shape=input_hw.to(torch.float32))
+        scores = scores.reshape(-1, per_image, num_classes) * valid[..., None]
+        scores = scores * (scores > cfg.score_thr)
+        boxes = boxes.reshape(-1, per_image, num_classes, 4)
+        if cfg.min_bbox_size >= 0:
+            wh = boxes[..., 2:] - boxes[..., :2]
+            scores = scores * (wh > cfg.min_bbox_size).all(dim=3)
+        # NMS batch b = image * K + class: its boxes are that class's boxes of that image
+        class_boxes = boxes.transpose(1, 2).reshape(-1, per_image, 4)
+        class_scores = scores.transpose(1, 2).reshape(-1, 1, per_image)
+        selected = non_max_suppression(class_boxes, class_scores,
+                                       max_per_class=cfg.max_per_img,
+                                       iou_threshold=cfg.nms_iou_thr,
+                                       score_threshold=cfg.score_thr)
+        image, label = selected[:, 0] // num_classes, selected[:, 0] % num_classes
+        candidate = selected[:, 2] * num_classes + label   # (proposal, class) flattened
+        labels = torch.zeros_like(scores, dtype=torch.int64) + torch.arange(
+            num_classes, device=scores.device)
+        return best_per_image(torch.stack([image, candidate], 1), boxes.flatten(1, 2),
+                              scores.flatten(1), labels.flatten(1), cfg.max_per_img)

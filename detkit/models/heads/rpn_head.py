@@ -44,6 +44,13 @@ from detkit.models.task_utils import (
     flatten_levels,
     trainable_anchors,
 )
+from detkit.models.task_utils.graph_ops import (
+    best_per_image,
+    clamped_k,
+    grid_anchors_in_graph,
+    non_max_suppression,
+    size_of,
+)
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample, LabelGroups
 
@@ -380,6 +387,58 @@ class RPNHead(BaseModule):
             proposals.append(Detections(bboxes=boxes, scores=scores,
                                         labels=torch.zeros_like(scores, dtype=torch.int64)))
         return proposals
+
+    def proposals_in_graph(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                           input_hw: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`predict_proposals` (test settings) with fixed-size tensors, for an exported
+        graph, on a batch whose images fill the input.
+
+        Per level the ``nms_pre`` anchors of highest :meth:`ranking_scores`, decoded and clipped
+        to the input; NMS with the level as the class
+        (:func:`~detkit.models.task_utils.graph_ops.non_max_suppression`) and the best
+        ``max_per_img`` by objectness.
+
+        Args:
+            cls_scores: L tensors ``(N, A*C, Hl, Wl)``.
+            bbox_preds: L tensors ``(N, A*4, Hl, Wl)``.
+            input_hw: int64 ``(2,)`` the input's height and width.
+
+        Returns:
+            ``proposals (N, P, 5)`` (x1, y1, x2, y2, objectness; P = ``max_per_img``), sorted by
+            objectness, and ``valid (N, P)`` bool: rows past an image's last proposal are 0
+            and invalid.
+        """
+        cfg = self.test_cfg
+        level_anchors = grid_anchors_in_graph(self.anchor_generator, cls_scores, input_hw)
+        max_shape = input_hw.to(torch.float32)
+        boxes, scores, levels = [], [], []
+        for level, (anchors, logits, deltas) in enumerate(
+                zip(level_anchors, cls_scores, bbox_preds)):
+            logits = logits.float()
+            objectness, ranks = self.objectness(logits), self.ranking_scores(logits)
+            deltas = flatten_levels([deltas.float()], 4)
+            if cfg.nms_pre > 0:
+                index = ranks.topk(clamped_k(cfg.nms_pre, size_of(ranks, 1)), dim=1).indices
+                objectness = objectness.gather(1, index)
+                deltas = deltas.gather(1, index[..., None].expand(-1, -1, 4))
+                anchors = anchors[index]
+            else:
+                anchors = anchors[None].expand_as(deltas)
+            boxes.append(self.bbox_coder.decode(anchors, deltas, max_shape=max_shape))
+            scores.append(objectness)
+            levels.append(torch.full_like(objectness, level, dtype=torch.int64))
+        boxes_all, scores_all, levels_all = (torch.cat(boxes, 1), torch.cat(scores, 1),
+                                             torch.cat(levels, 1))
+        if cfg.min_bbox_size >= 0:
+            wh = boxes_all[..., 2:] - boxes_all[..., :2]
+            scores_all = scores_all * (wh > cfg.min_bbox_size).all(dim=2)
+        level_ids = torch.arange(len(cls_scores), device=levels_all.device)
+        per_level = scores_all[:, None, :] * (levels_all[:, None, :] == level_ids[None, :, None])
+        selected = non_max_suppression(boxes_all, per_level, max_per_class=cfg.max_per_img,
+                                       iou_threshold=cfg.nms_iou_thr, score_threshold=0.0)
+        proposals, labels = best_per_image(selected[:, [0, 2]], boxes_all, scores_all,
+                                           levels_all, cfg.max_per_img)
+        return proposals, labels >= 0
 
 
 def select_proposals(boxes: Tensor, scores: Tensor, level_ids: Tensor,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor
@@ -75,7 +75,8 @@ class DeltaXYWHBBoxCoder:
         means, stds = self._means_stds(deltas)
         return (deltas - means) / stds
 
-    def decode(self, bboxes: Tensor, deltas: Tensor, max_shape: tuple[int, int] | None = None,
+    def decode(self, bboxes: Tensor, deltas: Tensor,
+               max_shape: tuple[int, int] | Tensor | None = None,
                wh_ratio_clip: float = 16 / 1000) -> Tensor:
         """Apply normalised deltas to priors.
 
@@ -85,7 +86,8 @@ class DeltaXYWHBBoxCoder:
         Args:
             bboxes: ``(..., 4)`` priors, xyxy in pixels.
             deltas: ``(..., 4 * K)`` normalised deltas, same leading shape as ``bboxes``.
-            max_shape: ``(h, w)`` of the image; boxes are clipped to ``[0, w] x [0, h]`` when given
+            max_shape: ``(h, w)`` of the image (a ``(2,)`` float tensor in an exported graph);
+                boxes are clipped to ``[0, w] x [0, h]`` when given
                 and ``clip_border`` is set.
             wh_ratio_clip: ``dw`` and ``dh`` are clamped to ``[-|log r|, |log r|]`` for this ``r``,
                 so a box grows or shrinks at most ``1 / r`` times (default ``1000 / 16``);
@@ -120,7 +122,8 @@ class DeltaXYWHBBoxCoder:
         gw, gh = pw * torch.exp(dw), ph * torch.exp(dh)
         x1, y1, x2, y2 = gx - 0.5 * gw, gy - 0.5 * gh, gx + 0.5 * gw, gy + 0.5 * gh
         if self.clip_border and max_shape is not None:
-            height, width = max_shape[0], max_shape[1]
+            # ints, or 0-d tensors (torch clamps to either) in an exported graph
+            height, width = cast(int, max_shape[0]), cast(int, max_shape[1])
             x1, x2 = x1.clamp(min=0, max=width), x2.clamp(min=0, max=width)
             y1, y2 = y1.clamp(min=0, max=height), y2.clamp(min=0, max=height)
         return torch.stack([x1, y1, x2, y2], dim=-1).reshape(out_shape)

@@ -5,7 +5,9 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import roi_align
 
+from detkit.models.task_utils.graph_ops import is_exporting
 from detkit.ops import multi_level_roi_align
 from detkit.registry import TASK_UTILS
 
@@ -159,9 +161,32 @@ class MultiLevelRoIAlign(nn.Module):
                              f'x1, y1, x2, y2), got {tuple(rois.shape)}')
         rois = rois.to(feats[0].dtype)
         levels = self.map_rois_to_levels(rois)
+        if is_exporting():
+            return self._pool_in_graph(feats, rois, levels)
         return multi_level_roi_align(feats[:self.num_levels], rois, levels,
                                      [1.0 / stride for stride in self.featmap_strides],
                                      self.output_size, self.sampling_ratio, self.aligned)
+
+    def _pool_in_graph(self, feats: Sequence[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
+        """The same pooling from standard operators (ONNX ``RoiAlign``), for an exported graph.
+
+        Every level pools every RoI, the RoIs of other levels moved to ``(-1e4, -1e4)``, an empty
+        box far outside the map: each of its sampling points lies below -1 px and is 0 in both
+        torchvision's and ONNX's RoIAlign (and with ``sampling_ratio=0`` an empty box takes no
+        samples at all), so summing the levels gives each RoI its own level's pooling, at a
+        small cost per extra level.
+        """
+        outside = torch.full_like(rois[:, 1:], -1e4)
+        pooled = None
+        for level, feat in enumerate(feats[:self.num_levels]):
+            mine = (levels == level)[:, None]
+            level_rois = torch.cat([rois[:, :1], torch.where(mine, rois[:, 1:], outside)], 1)
+            out = roi_align(feat, level_rois, self.output_size,
+                            1.0 / self.featmap_strides[level], self.sampling_ratio,
+                            self.aligned)
+            pooled = out if pooled is None else pooled + out
+        assert pooled is not None
+        return pooled
 
     def map_rois_to_levels(self, rois: Tensor) -> Tensor:
         """The level index (into ``featmap_strides``) each RoI is pooled from.
