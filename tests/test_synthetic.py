@@ -176,6 +176,16 @@ def test_cli_shapes_subcommand_prints_summary(tmp_path, capsys):
         tool.main(['nonsense'])
     with pytest.raises(ValueError, match='need 64 <= min_size <= max_size'):
         make_shapes(str(tmp_path / 'bad'), min_size=300, max_size=200)
+    # --scene simple draws the quick start's scenes: the same bytes as make_shapes(scene=...)
+    tool.main(['shapes', '--out', str(tmp_path / 'simple'), '--num-train', '2', '--num-val', '1',
+               '--min-size', '128', '--max-size', '176', '--seed', '0', '--scene', 'simple'])
+    make_shapes(str(tmp_path / 'direct'), num_train=2, num_val=1, min_size=128, max_size=176,
+                seed=0, scene='simple')
+    for name in ('train/000000.jpg', 'val/000000.jpg', 'annotations/instances_train.json'):
+        assert (tmp_path / 'simple' / name).read_bytes() == \
+            (tmp_path / 'direct' / name).read_bytes()
+    cluttered = tmp_path / 'cli' / 'train' / '000000.jpg'
+    assert cluttered.read_bytes() != (tmp_path / 'simple' / 'train' / '000000.jpg').read_bytes()
 
 
 def test_categories_constant_matches_classes():

@@ -3,7 +3,7 @@
 Usage::
 
     python tools/misc/make_synthetic.py shapes --out data/shapes [--num-train 300]
-        [--num-val 60] [--min-size 256] [--max-size 512] [--seed 0]
+        [--num-val 60] [--min-size 256] [--max-size 512] [--seed 0] [--scene simple]
     python tools/misc/make_synthetic.py partial --out data/shapes_partial [--num-train 600]
         [--num-val 100] [--min-size 256] [--max-size 512] [--seed 0] [--scene plain]
     python tools/misc/make_synthetic.py facemask --out data/facemask [--num-train 240]
@@ -35,7 +35,8 @@ def run_shapes(args: argparse.Namespace) -> None:
     """Generate the shapes set and print its summary."""
     start = time.perf_counter()
     ann_files = make_shapes(args.out, num_train=args.num_train, num_val=args.num_val,
-                            min_size=args.min_size, max_size=args.max_size, seed=args.seed)
+                            min_size=args.min_size, max_size=args.max_size, seed=args.seed,
+                            scene=args.scene)
     seconds = time.perf_counter() - start
     num_images = args.num_train + args.num_val
     print(f'wrote {num_images} images to {args.out} in {seconds:.1f} s '
@@ -53,6 +54,9 @@ def add_shapes_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--min-size', type=int, default=256, help='smallest image side (px)')
     parser.add_argument('--max-size', type=int, default=512, help='largest image side (px)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (same seed, same bytes)')
+    parser.add_argument('--scene', choices=SCENES, default='cluttered',
+                        help="'simple': 1-4 filled shapes, none overlapping, on a gradient (the "
+                             "quick start's set); 'plain': no clutter or crowd regions")
     parser.set_defaults(func=run_shapes)
 
 
