@@ -319,3 +319,37 @@ def test_init_detector_runs_an_onnx_file(exported):
         assert torch.equal(result.labels, expected.labels)
     with pytest.raises(ValueError, match='amp=True'):
         init_detector(config, models['static'], amp=True)
+
+
+def test_int8_quantization_keeps_the_contract(exported):
+    from detkit.deploy.quantize import quantize_onnx
+    config, _, models, folder = exported
+    out = str(folder / 'tiny_int8.onnx')
+    convs = quantize_onnx(models['static'], out, str(folder / 'shapes' / 'val'), num_images=4)
+    fp32, int8 = onnx.load(models['static']), onnx.load(out)
+    assert convs == sum(n.op_type == 'Conv' for n in fp32.graph.node) >= 20
+    # every convolution reads int8 weights (QDQ); NMS and top-k stay float
+    producers = {o: n.op_type for n in int8.graph.node for o in n.output}
+    conv_weights = [producers.get(n.input[1]) for n in int8.graph.node if n.op_type == 'Conv']
+    assert conv_weights == ['DequantizeLinear'] * convs
+    def detkit_metadata(model):
+        return {p.key: p.value for p in model.metadata_props if p.key.startswith('detkit.')}
+
+    assert detkit_metadata(int8) == detkit_metadata(fp32) and len(detkit_metadata(fp32)) == 7
+    image = str(sorted((folder / 'shapes' / 'val').glob('*'))[0])
+    expected = inference_detector(init_detector(config, models['static']), image)
+    result = inference_detector(init_detector(config, out), image)
+    assert len(result) > 0 and result.labels.dtype == torch.int64
+    # int8 moves boxes and scores a little: the best box stays where it was
+    best = result.bboxes[0]
+    ious = torchvision_iou(best[None], expected.bboxes[expected.labels == result.labels[0]])
+    assert float(ious.max()) > 0.8
+    with pytest.raises(FileNotFoundError, match='holds no image'):
+        quantize_onnx(models['static'], out, str(folder), num_images=4)
+    with pytest.raises(OnnxContractError, match='tiny.pth'):
+        quantize_onnx(str(folder / 'tiny.pth'), out, str(folder / 'shapes' / 'val'))
+
+
+def torchvision_iou(a, b):
+    from torchvision.ops import box_iou
+    return box_iou(a, b)

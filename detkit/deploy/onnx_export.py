@@ -26,7 +26,7 @@ from detkit.deploy.graph import INPUT_NAMES, OUTPUT_NAMES, ExportableDetector
 
 # what the file stores besides the graph: read back by detkit.deploy.onnx_runtime
 METADATA_KEYS = ('detkit.classes', 'detkit.mean', 'detkit.std', 'detkit.bgr_to_rgb',
-                 'detkit.pad_size_divisor', 'detkit.max_per_img')
+                 'detkit.pad_size_divisor', 'detkit.max_per_img', 'detkit.input_shape')
 
 # the largest differences the export accepts between onnxruntime and PyTorch
 BOX_TOLERANCE_PX = 1e-3
@@ -171,6 +171,24 @@ def check_contract(model: Any, path: str = 'the model') -> None:
                                     f'{axis}; expected {size}')
 
 
+def load_onnx(path: str, load_external_data: bool = True) -> Any:
+    """``onnx.load`` with errors that name the file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        OnnxContractError: it is not an ONNX model.
+    """
+    import onnx
+
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path!r} does not exist')
+    try:
+        return onnx.load(path, load_external_data=load_external_data)
+    except Exception as error:  # protobuf's DecodeError and friends
+        raise OnnxContractError(f'{path}: not an ONNX model ({type(error).__name__}: '
+                                f'{error})') from None
+
+
 def nonstandard_operators(model: Any) -> list[str]:
     """The ``domain::op_type`` of every node outside the standard ONNX domain."""
     return sorted({f'{node.domain}::{node.op_type}' for node in model.graph.node
@@ -247,7 +265,9 @@ def export_onnx(detector: nn.Module, out: str, *, shape: tuple[int, int], batch:
                     'detkit.std': json.dumps([float(v) for v in pre.std.flatten()]),
                     'detkit.bgr_to_rgb': json.dumps(bool(pre.bgr_to_rgb)),
                     'detkit.pad_size_divisor': str(int(pre.pad_size_divisor)),
-                    'detkit.max_per_img': str(int(head_cfg.max_per_img))}
+                    'detkit.max_per_img': str(int(head_cfg.max_per_img)),
+                    # the input the export was made (and, if dynamic, is best calibrated) at
+                    'detkit.input_shape': json.dumps([int(height), int(width)])}
         onnx.helper.set_model_props(model, metadata)
         onnx.save(model, temporary)
         with torch.no_grad():

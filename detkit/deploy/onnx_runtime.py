@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import os.path as osp
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,7 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from detkit.deploy.graph import INPUT_NAMES
-from detkit.deploy.onnx_export import METADATA_KEYS, OnnxContractError, check_contract
+from detkit.deploy.onnx_export import (
+    METADATA_KEYS,
+    OnnxContractError,
+    check_contract,
+    load_onnx,
+)
 from detkit.registry import MODELS
 from detkit.structures import Detections, DetSample
 
@@ -47,13 +51,10 @@ class OnnxDetector(nn.Module):
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
         super().__init__()
-        import onnx
         import onnxruntime
 
         self.path = os.fspath(path)
-        if not osp.isfile(self.path):
-            raise FileNotFoundError(f'OnnxDetector: {self.path!r} does not exist')
-        model = onnx.load(self.path, load_external_data=False)
+        model = load_onnx(self.path, load_external_data=False)
         check_contract(model, self.path)
         props = {p.key: p.value for p in model.metadata_props}
         missing = [key for key in METADATA_KEYS if key not in props]
