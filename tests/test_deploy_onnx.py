@@ -353,3 +353,22 @@ def test_int8_quantization_keeps_the_contract(exported):
 def torchvision_iou(a, b):
     from torchvision.ops import box_iou
     return box_iou(a, b)
+
+
+def test_demo_runs_an_onnx_file(exported):
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    import demo
+    config, checkpoint, models, folder = exported
+    images = str(folder / 'shapes' / 'val')
+    records = {}
+    for kind, model in (('pth', checkpoint), ('onnx', models['dynamic'])):
+        out_dir = folder / f'demo_{kind}'
+        summary = demo.main([images, config, model, '--out-dir', str(out_dir), '--score-thr',
+                             '0.05', '--batch-size', '2'])
+        assert summary['count'] == 6
+        records[kind] = json.loads((out_dir / 'detections.json').read_text())['images']
+    assert sum(len(r['detections']) for r in records['pth']) > 6 * 5
+    for a, b in zip(records['pth'], records['onnx']):
+        assert [d['label'] for d in a['detections']] == [d['label'] for d in b['detections']]
+        for d, e in zip(a['detections'], b['detections']):
+            assert np.allclose(d['bbox'], e['bbox'], atol=0.011)  # the JSON keeps 2 decimals

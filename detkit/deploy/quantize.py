@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from detkit.deploy.graph import INPUT_NAMES
-from detkit.deploy.onnx_export import OnnxContractError, check_contract, load_onnx
+from detkit.deploy.onnx_export import OnnxContractError, check_contract, load_onnx, publish
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
@@ -157,7 +157,7 @@ def quantize_onnx(model_path: str, out: str, calib_folder: str, *, num_images: i
             onnx.helper.set_model_props(
                 quantized, {p.key: p.value for p in model.metadata_props})
             onnx.save(quantized, temporary)
-        os.replace(temporary, out)
+        publish(temporary, out)
     finally:
         for path in (temporary, prepared):
             if osp.exists(path):

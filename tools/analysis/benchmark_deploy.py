@@ -25,6 +25,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.evaluator import Evaluator  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     loader_cfg.update(num_workers=0, persistent_workers=False)
     if args.max_images:
         loader_cfg.dataset = dict(loader_cfg.dataset, indices=args.max_images)
+    DefaultScope.get_instance('benchmark_deploy', scope_name='detkit')  # detkit's registries
     loader = Runner.build_dataloader(loader_cfg)
     size = len(loader.dataset)
     variants: dict[str, Any] = {
