@@ -50,17 +50,21 @@ class ParityReport:
         max_box_diff: largest coordinate difference, pixels (over the detections both have).
         max_score_diff: largest score difference.
         labels_equal: every compared label equal.
+        sorted_by_score: both sides list each image's detections by decreasing score.
     """
 
     counts: list[tuple[int, int]]
     max_box_diff: float
     max_score_diff: float
     labels_equal: bool
+    sorted_by_score: bool = True
 
     @property
     def ok(self) -> bool:
-        """Same counts and labels, boxes within 1e-3 px and scores within 1e-4."""
+        """Same counts and labels, sorted by score, boxes within 1e-3 px and scores within
+        1e-4."""
         return (all(a == b for a, b in self.counts) and self.labels_equal
+                and self.sorted_by_score
                 and self.max_box_diff <= BOX_TOLERANCE_PX
                 and self.max_score_diff <= SCORE_TOLERANCE)
 
@@ -68,23 +72,43 @@ class ParityReport:
         counts = ', '.join(f'{a}/{b}' for a, b in self.counts)
         return (f'detections per image (PyTorch/onnxruntime) {counts}; largest box difference '
                 f'{self.max_box_diff:.3g} px, score difference {self.max_score_diff:.3g}, '
-                f'labels {"equal" if self.labels_equal else "DIFFERENT"}')
+                f'labels {"equal" if self.labels_equal else "DIFFERENT"}'
+                f'{"" if self.sorted_by_score else "; NOT sorted by score"}')
 
 
 def compare_detections(expected: tuple[Tensor, Tensor],
                        actual: tuple[Tensor, Tensor]) -> ParityReport:
-    """Compare two ``(dets (N, K, 5), labels (N, K))`` pairs of the graph contract."""
+    """Compare two ``(dets (N, K, 5), labels (N, K))`` pairs of the graph contract.
+
+    Each image's detections are compared as sets: both sides are put in one canonical order
+    (by label, then x1, y1, x2, y2) first, because two detections with exactly the same score
+    may come in either order (a top-k over tied values keeps no particular order) and rounding
+    can swap two that nearly tie. ``sorted_by_score`` says whether both sides list each image's
+    detections by decreasing score, as the contract wants.
+    """
     (dets_a, labels_a), (dets_b, labels_b) = expected, actual
-    counts, box_diff, score_diff, same = [], 0.0, 0.0, True
+    counts, box_diff, score_diff, same, ordered = [], 0.0, 0.0, True, True
     for i in range(dets_a.shape[0]):
         count_a, count_b = int((labels_a[i] >= 0).sum()), int((labels_b[i] >= 0).sum())
         counts.append((count_a, count_b))
+        for dets, count in ((dets_a[i], count_a), (dets_b[i], count_b)):
+            ordered = ordered and bool((dets[1:count, 4] <= dets[:count - 1, 4]).all())
         n = min(count_a, count_b)
         if n:
-            box_diff = max(box_diff, float((dets_a[i, :n, :4] - dets_b[i, :n, :4]).abs().max()))
-            score_diff = max(score_diff, float((dets_a[i, :n, 4] - dets_b[i, :n, 4]).abs().max()))
-            same = same and bool((labels_a[i, :n] == labels_b[i, :n]).all())
-    return ParityReport(counts, box_diff, score_diff, same)
+            rows_a = _canonical(dets_a[i, :n].double(), labels_a[i, :n])
+            rows_b = _canonical(dets_b[i, :n].double(), labels_b[i, :n])
+            box_diff = max(box_diff, float((rows_a[:, 1:5] - rows_b[:, 1:5]).abs().max()))
+            score_diff = max(score_diff, float((rows_a[:, 5] - rows_b[:, 5]).abs().max()))
+            same = same and bool((rows_a[:, 0] == rows_b[:, 0]).all())
+    return ParityReport(counts, box_diff, score_diff, same, ordered)
+
+
+def _canonical(dets: Tensor, labels: Tensor) -> Tensor:
+    """Rows ``(label, x1, y1, x2, y2, score)`` sorted by label, then x1, y1, x2, y2."""
+    rows = torch.cat([labels[:, None].to(dets.dtype), dets], dim=1)
+    for column in (4, 3, 2, 1, 0):   # stable sorts, least significant key first
+        rows = rows[torch.sort(rows[:, column], stable=True).indices]
+    return rows
 
 
 def default_input_shape(cfg: Any) -> tuple[int, int]:
