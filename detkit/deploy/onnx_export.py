@@ -92,15 +92,21 @@ def compare_detections(expected: tuple[Tensor, Tensor],
         count_a, count_b = int((labels_a[i] >= 0).sum()), int((labels_b[i] >= 0).sum())
         counts.append((count_a, count_b))
         for dets, count in ((dets_a[i], count_a), (dets_b[i], count_b)):
-            ordered = ordered and bool((dets[1:count, 4] <= dets[:count - 1, 4]).all())
+            if count > 1:
+                ordered = ordered and bool((dets[1:count, 4] <= dets[:count - 1, 4]).all())
         n = min(count_a, count_b)
         if n:
             rows_a = _canonical(dets_a[i, :n].double(), labels_a[i, :n])
             rows_b = _canonical(dets_b[i, :n].double(), labels_b[i, :n])
-            box_diff = max(box_diff, float((rows_a[:, 1:5] - rows_b[:, 1:5]).abs().max()))
-            score_diff = max(score_diff, float((rows_a[:, 5] - rows_b[:, 5]).abs().max()))
+            box_diff = max(box_diff, _largest(rows_a[:, 1:5] - rows_b[:, 1:5]))
+            score_diff = max(score_diff, _largest(rows_a[:, 5] - rows_b[:, 5]))
             same = same and bool((rows_a[:, 0] == rows_b[:, 0]).all())
     return ParityReport(counts, box_diff, score_diff, same, ordered)
+
+
+def _largest(difference: Tensor) -> float:
+    """The largest absolute difference; a NaN counts as infinitely large."""
+    return float(difference.abs().nan_to_num(nan=math.inf).max())
 
 
 def _canonical(dets: Tensor, labels: Tensor) -> Tensor:
@@ -262,10 +268,20 @@ def export_onnx(detector: nn.Module, out: str, *, shape: tuple[int, int], batch:
         wrapper = ExportableDetector(detector.float().eval().cpu()).eval()
     except TypeError as error:
         raise OnnxExportError(str(error)) from None
+    pad_value = float(getattr(wrapper.detector.data_preprocessor, 'pad_value', 0.0))
+    if pad_value != 0:
+        raise OnnxExportError(f'export_onnx: data_preprocessor.pad_value={pad_value}; the graph '
+                              'contract pads raw images with the mean colour, which normalises '
+                              'to 0 only (pad_value=0, the default)')
     height, width = shape
     example = torch.randint(0, 256, (batch, 3, height, width),
                             generator=torch.Generator().manual_seed(0)).float()
     images = example if check_images is None else check_images.float()
+    if images.dim() != 4 or images.shape[1] != 3 or (
+            not dynamic and tuple(images.shape) != tuple(example.shape)):
+        wanted = 'N, 3, H, W' if dynamic else f'{batch}, 3, {height}, {width}'
+        raise OnnxExportError(f'export_onnx: check_images has shape {tuple(images.shape)}; '
+                              f'expected ({wanted})')
     axes = {'images': {0: 'N', 2: 'H', 3: 'W'}, 'dets': {0: 'N'}, 'labels': {0: 'N'}}
     directory = osp.dirname(osp.abspath(out))
     os.makedirs(directory, exist_ok=True)
@@ -280,10 +296,15 @@ def export_onnx(detector: nn.Module, out: str, *, shape: tuple[int, int], batch:
             # the graph general.
             warnings.simplefilter('ignore', DeprecationWarning)
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
-            torch.onnx.export(wrapper, (example,), temporary, dynamo=False,
-                              opset_version=opset, input_names=list(INPUT_NAMES),
-                              output_names=list(OUTPUT_NAMES),
-                              dynamic_axes=axes if dynamic else None)
+            try:
+                torch.onnx.export(wrapper, (example,), temporary, dynamo=False,
+                                  opset_version=opset, input_names=list(INPUT_NAMES),
+                                  output_names=list(OUTPUT_NAMES),
+                                  dynamic_axes=axes if dynamic else None)
+            except Exception as error:  # the exporter's errors name the operator
+                raise OnnxExportError(f'export_onnx: torch.onnx.export failed for '
+                                      f'{type(detector).__name__}: {type(error).__name__}: '
+                                      f'{error}') from error
         model = onnx.load(temporary)
         foreign = nonstandard_operators(model)
         if foreign:
@@ -301,12 +322,20 @@ def export_onnx(detector: nn.Module, out: str, *, shape: tuple[int, int], batch:
                     'detkit.max_per_img': str(int(head_cfg.max_per_img)),
                     # the input the export was made (and, if dynamic, is best calibrated) at
                     'detkit.input_shape': json.dumps([int(height), int(width)])}
+        # K is fixed (the top-K of best_per_image); the tracer names it symbolically
+        for output in model.graph.output:
+            output.type.tensor_type.shape.dim[1].dim_value = int(head_cfg.max_per_img)
         onnx.helper.set_model_props(model, metadata)
         onnx.save(model, temporary)
         with torch.no_grad():
             expected = wrapper(images)
-        session = onnxruntime.InferenceSession(temporary, providers=['CPUExecutionProvider'])
-        dets, labels = session.run(None, {INPUT_NAMES[0]: images.numpy()})
+        try:
+            session = onnxruntime.InferenceSession(temporary,
+                                                   providers=['CPUExecutionProvider'])
+            dets, labels = session.run(None, {INPUT_NAMES[0]: images.numpy()})
+        except Exception as error:  # onnxruntime's errors name the node
+            raise OnnxExportError(f'export_onnx: onnxruntime cannot run the exported graph: '
+                                  f'{type(error).__name__}: {error}') from error
         report = compare_detections(expected, (torch.from_numpy(dets), torch.from_numpy(labels)))
         if not report.ok:
             raise OnnxExportError(f'export_onnx: onnxruntime does not reproduce PyTorch on the '

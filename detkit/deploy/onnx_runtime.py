@@ -99,7 +99,9 @@ class OnnxDetector(nn.Module):
             if h > height or w > width:
                 raise ValueError(f'OnnxDetector: image {index} is {h}x{w} after the test '
                                  f'pipeline, larger than the graph input {height}x{width} of '
-                                 f'{self.path}; export with --dynamic or a larger --shape')
+                                 f'{self.path} (a landscape default shape cannot take a '
+                                 f'portrait image); export with --dynamic, or with --shape '
+                                 f'{max(height, width)} {max(height, width)}')
             batch[index, :, :h, :w] = image.cpu().numpy()
         return batch
 

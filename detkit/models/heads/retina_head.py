@@ -34,9 +34,11 @@ from detkit.models.task_utils import (
     trainable_anchors,
 )
 from detkit.models.task_utils.graph_ops import (
+    REMOVED,
     best_per_image,
     clamped_k,
     grid_anchors_in_graph,
+    nms_score_threshold,
     non_max_suppression,
     size_of,
 )
@@ -328,17 +330,18 @@ class RetinaHead(BaseModule):
             level_deltas = deltas.gather(1, anchor_index[..., None].expand(-1, -1, 4))
             boxes.append(self.bbox_coder.decode(anchors[anchor_index], level_deltas,
                                                 max_shape=max_shape))
-            scores.append(probs * (probs > cfg.score_thr))
+            scores.append(torch.where(probs > cfg.score_thr, probs, REMOVED))
             labels.append(index % self.num_classes)
         boxes_all, scores_all, labels_all = (torch.cat(boxes, 1), torch.cat(scores, 1),
                                              torch.cat(labels, 1))
         if cfg.min_bbox_size >= 0:
             wh = boxes_all[..., 2:] - boxes_all[..., :2]
-            scores_all = scores_all * (wh > cfg.min_bbox_size).all(dim=2)
+            scores_all = torch.where((wh > cfg.min_bbox_size).all(dim=2), scores_all, REMOVED)
         classes = torch.arange(self.num_classes, device=labels_all.device)
-        per_class = scores_all[:, None, :] * (labels_all[:, None, :] == classes[None, :, None])
+        per_class = torch.where(labels_all[:, None, :] == classes[None, :, None],
+                                scores_all[:, None, :], REMOVED)
         selected = non_max_suppression(boxes_all, per_class, max_per_class=cfg.max_per_img,
                                        iou_threshold=cfg.nms_iou_thr,
-                                       score_threshold=cfg.score_thr)
+                                       score_threshold=nms_score_threshold(cfg.score_thr))
         return best_per_image(selected[:, [0, 2]], boxes_all, scores_all, labels_all,
                               cfg.max_per_img)

@@ -23,7 +23,13 @@ from detkit.models.task_utils import (
     RoITestConfig,
     SamplingResult,
 )
-from detkit.models.task_utils.graph_ops import best_per_image, non_max_suppression, size_of
+from detkit.models.task_utils.graph_ops import (
+    REMOVED,
+    best_per_image,
+    nms_score_threshold,
+    non_max_suppression,
+    size_of,
+)
 from detkit.registry import MODELS, TASK_UTILS, build_if_config
 from detkit.structures import Detections, DetSample, LabelGroups
 
@@ -189,22 +195,23 @@ class StandardRoIHead(BaseModule):
         scores = cls_score.float().softmax(dim=1)[:, :num_classes]   # (N*P, K)
         boxes = self.bbox_head.bbox_coder.decode(rois[:, 1:], bbox_pred.float(),
                                                  max_shape=input_hw.to(torch.float32))
-        scores = scores.reshape(-1, per_image, num_classes) * valid[..., None]
-        scores = scores * (scores > cfg.score_thr)
+        scores = scores.reshape(-1, per_image, num_classes)
         boxes = boxes.reshape(-1, per_image, num_classes, 4)
+        candidate = valid[..., None] & (scores > cfg.score_thr)
         if cfg.min_bbox_size >= 0:
             wh = boxes[..., 2:] - boxes[..., :2]
-            scores = scores * (wh > cfg.min_bbox_size).all(dim=3)
+            candidate = candidate & (wh > cfg.min_bbox_size).all(dim=3)
+        scores = torch.where(candidate, scores, REMOVED)
         # NMS batch b = image * K + class: its boxes are that class's boxes of that image
         class_boxes = boxes.transpose(1, 2).reshape(-1, per_image, 4)
         class_scores = scores.transpose(1, 2).reshape(-1, 1, per_image)
         selected = non_max_suppression(class_boxes, class_scores,
                                        max_per_class=cfg.max_per_img,
                                        iou_threshold=cfg.nms_iou_thr,
-                                       score_threshold=cfg.score_thr)
+                                       score_threshold=nms_score_threshold(cfg.score_thr))
         image, label = selected[:, 0] // num_classes, selected[:, 0] % num_classes
-        candidate = selected[:, 2] * num_classes + label   # (proposal, class) flattened
+        flat_index = selected[:, 2] * num_classes + label   # (proposal, class) flattened
         labels = torch.zeros_like(scores, dtype=torch.int64) + torch.arange(
             num_classes, device=scores.device)
-        return best_per_image(torch.stack([image, candidate], 1), boxes.flatten(1, 2),
+        return best_per_image(torch.stack([image, flat_index], 1), boxes.flatten(1, 2),
                               scores.flatten(1), labels.flatten(1), cfg.max_per_img)

@@ -45,9 +45,11 @@ from detkit.models.task_utils import (
     trainable_anchors,
 )
 from detkit.models.task_utils.graph_ops import (
+    REMOVED,
     best_per_image,
     clamped_k,
     grid_anchors_in_graph,
+    nms_score_threshold,
     non_max_suppression,
     size_of,
 )
@@ -431,11 +433,14 @@ class RPNHead(BaseModule):
                                              torch.cat(levels, 1))
         if cfg.min_bbox_size >= 0:
             wh = boxes_all[..., 2:] - boxes_all[..., :2]
-            scores_all = scores_all * (wh > cfg.min_bbox_size).all(dim=2)
+            scores_all = torch.where((wh > cfg.min_bbox_size).all(dim=2), scores_all, REMOVED)
         level_ids = torch.arange(len(cls_scores), device=levels_all.device)
-        per_level = scores_all[:, None, :] * (levels_all[:, None, :] == level_ids[None, :, None])
+        per_level = torch.where(levels_all[:, None, :] == level_ids[None, :, None],
+                                scores_all[:, None, :], REMOVED)
+        # every candidate takes part, objectness 0 included, as in the eager head
         selected = non_max_suppression(boxes_all, per_level, max_per_class=cfg.max_per_img,
-                                       iou_threshold=cfg.nms_iou_thr, score_threshold=0.0)
+                                       iou_threshold=cfg.nms_iou_thr,
+                                       score_threshold=nms_score_threshold(REMOVED))
         proposals, labels = best_per_image(selected[:, [0, 2]], boxes_all, scores_all,
                                            levels_all, cfg.max_per_img)
         return proposals, labels >= 0

@@ -15,6 +15,7 @@ head's ``predict_in_graph`` can be checked against its ``predict`` before anythi
 """
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import torch
@@ -137,14 +138,26 @@ def non_max_suppression(boxes: Tensor, scores: Tensor, *, max_per_class: int,
                                     score_threshold)
 
 
+REMOVED = -1.0   # the score of a candidate that takes no part (thresholded, too small, absent)
+
+
+def nms_score_threshold(score_thr: float) -> float:
+    """The ``score_threshold`` for :func:`non_max_suppression` that keeps the candidates a
+    head's eager code keeps (``score > score_thr``) and none marked :data:`REMOVED`."""
+    return max(float(score_thr), REMOVED / 2)
+
+
 def best_per_image(selected: Tensor, boxes: Tensor, scores: Tensor, labels: Tensor,
                    max_per_img: int) -> tuple[Tensor, Tensor]:
     """The ``max_per_img`` best kept boxes of every image, dense and zero-padded.
 
+    What was kept is read from ``selected`` alone, not from the scores, so a kept box may score
+    0 (an RPN proposal whose objectness underflows, which the eager head keeps too).
+
     Args:
         selected: ``(S, 2)`` int64 ``(image, candidate)`` of the boxes NMS kept.
         boxes: ``(N, M, 4)`` candidates, xyxy.
-        scores: ``(N, M)`` their scores, all > 0.
+        scores: ``(N, M)`` their scores.
         labels: ``(N, M)`` int64 their classes.
         max_per_img: ``K``.
 
@@ -152,18 +165,19 @@ def best_per_image(selected: Tensor, boxes: Tensor, scores: Tensor, labels: Tens
         ``dets (N, K, 5)`` (x1, y1, x2, y2, score) sorted by decreasing score and ``labels
         (N, K)`` int64; rows after an image's last detection are 0 with label -1.
     """
-    batch = boxes.shape[0]
-    kept = torch.zeros_like(scores)
+    kept = torch.zeros_like(scores, dtype=torch.bool)
     kept = kept.index_put((selected[:, 0], selected[:, 1]),
-                          torch.ones_like(selected[:, 0], dtype=scores.dtype))
-    # K padding candidates of score 0 keep the top-k defined when an image has fewer than K
-    padding = scores.new_zeros((batch, max_per_img))
-    ranked = torch.cat([scores * kept, padding], dim=1)
-    top_scores, order = ranked.topk(max_per_img, dim=1)
-    valid = top_scores > 0
-    all_boxes = torch.cat([boxes, boxes.new_zeros((batch, max_per_img, 4))], dim=1)
-    all_labels = torch.cat([labels, labels.new_zeros((batch, max_per_img))], dim=1)
+                          torch.ones_like(selected[:, 0], dtype=torch.bool))
+    # K candidates that are never kept make the top-k defined when an image has fewer than K;
+    # sizes from the inputs' own rows (repeat, not new_zeros((N, K))) keep N dynamic
+    kept = torch.cat([kept, torch.zeros_like(kept[:, :1]).repeat(1, max_per_img)], dim=1)
+    all_scores = torch.cat([scores, torch.zeros_like(scores[:, :1]).repeat(1, max_per_img)], 1)
+    all_boxes = torch.cat([boxes, torch.zeros_like(boxes[:, :1]).repeat(1, max_per_img, 1)], 1)
+    all_labels = torch.cat([labels, torch.zeros_like(labels[:, :1]).repeat(1, max_per_img)], 1)
+    ranked = torch.where(kept, all_scores, torch.full_like(all_scores, -math.inf))
+    order = ranked.topk(max_per_img, dim=1).indices
+    valid = kept.gather(1, order)
     top_boxes = all_boxes.gather(1, order[..., None].expand(-1, -1, 4))
-    top_labels = all_labels.gather(1, order)
+    top_scores = all_scores.gather(1, order)
     dets = torch.cat([top_boxes, top_scores[..., None]], dim=2) * valid[..., None]
-    return dets, torch.where(valid, top_labels, torch.full_like(top_labels, -1))
+    return dets, torch.where(valid, all_labels.gather(1, order), torch.full_like(order, -1))
