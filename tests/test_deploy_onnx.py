@@ -3,6 +3,7 @@ contract, tools/deployment/export_onnx.py, tools/test.py and init_detector on an
 from __future__ import annotations
 
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -36,6 +37,12 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EXPORT = osp.join(REPO, 'tools', 'deployment', 'export_onnx.py')
 TEST = osp.join(REPO, 'tools', 'test.py')
 CLASSES = ('circle', 'square', 'triangle', 'star', 'cross')
+
+
+def current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def spread_scores(model, seed=0):
@@ -342,6 +349,7 @@ def test_export_tool_writes_the_default_shape(exported):
     graph = onnx.load(models['static'])
     dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 3, 128, 128]
+    assert os.stat(models['static']).st_mode & 0o777 == 0o666 & ~current_umask()
     graph = onnx.load(models['dynamic'])
     dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ['N', 3, 'H', 'W']

@@ -35,6 +35,12 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth']  # no temporary file left
     atomic_write('text', path)
     assert path.read_text() == 'text'
+    umask = os.umask(0o022)
+    try:
+        atomic_write('shared', tmp_path / 'results.json')
+    finally:
+        os.umask(umask)
+    assert (tmp_path / 'results.json').stat().st_mode & 0o777 == 0o644   # not mkstemp's 0o600
 
 
 class FakeRunner:

@@ -50,6 +50,9 @@ def atomic_write(data: bytes | str, path: str | os.PathLike, encoding: str = 'ut
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)   # mkstemp made the file private: give it a new file's mode
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except BaseException:
         if osp.exists(tmp_path):
