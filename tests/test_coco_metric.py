@@ -5,6 +5,8 @@ import contextlib
 import io
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +55,33 @@ DETECTIONS = [
     (30, 'horse', (0.0, 0.0, 100.0, 100.0), 0.30),       # a class without ground truth
 ]
 IMG_IDS = (10, 20, 30)
+
+
+@pytest.fixture(autouse=True, params=['pycocotools', 'faster_coco_eval'])
+def backend(request, monkeypatch):
+    """Every test of this module runs with both evaluation backends; the references stay
+    pycocotools's own COCOeval."""
+    if request.param == 'faster_coco_eval':
+        pytest.importorskip('faster_coco_eval')
+    init = CocoMetric.__init__
+
+    def with_backend(self, *args, **kwargs):
+        kwargs.setdefault('backend', request.param)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(CocoMetric, '__init__', with_backend)
+    return request.param
+
+
+def test_backend_choice_and_errors(backend, monkeypatch):
+    assert CocoMetric().backend == backend
+    from detkit.evaluation.coco_metric import resolve_backend
+    with pytest.raises(ValueError, match="backend='cocoapi'; expected one of"):
+        resolve_backend('cocoapi')
+    monkeypatch.setitem(sys.modules, 'faster_coco_eval', None)   # as if not installed
+    assert resolve_backend('auto') == 'pycocotools'
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[eval\]"'):
+        resolve_backend('faster_coco_eval')
 
 
 @pytest.fixture
@@ -295,3 +324,13 @@ def test_joint_model_labels_with_offset_and_skipped_other_classes(ann_file, tmp_
     strict.process({}, samples)
     with pytest.raises(ValueError, match='label -2 has no category id'):
         strict.compute_metrics(strict.results)
+
+
+def test_benchmark_eval_backends_give_identical_stats(backend, capsys):
+    if backend != 'faster_coco_eval':
+        pytest.skip('compares both backends itself')
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools' / 'analysis'))
+    import benchmark_eval
+    result = benchmark_eval.main(['--images', '12', '--per-object', '4', '--repeats', '1'])
+    assert result['identical'] == 1.0 and result['pycocotools'] > 0
+    assert '| faster_coco_eval |' in capsys.readouterr().out

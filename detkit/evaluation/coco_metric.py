@@ -150,6 +150,31 @@ def results_to_coco_json(results: Sequence[Mapping[str, Any]],
     return entries
 
 
+BACKENDS = ('auto', 'pycocotools', 'faster_coco_eval')
+
+
+def resolve_backend(backend: str) -> str:
+    """``'pycocotools'`` or ``'faster_coco_eval'`` for a :class:`CocoMetric` ``backend``.
+
+    Raises:
+        ValueError: an unknown name.
+        ImportError: ``'faster_coco_eval'`` asked for and not installed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'CocoMetric: backend={backend!r}; expected one of {BACKENDS}')
+    if backend == 'pycocotools':
+        return backend
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError:
+        if backend == 'faster_coco_eval':
+            raise ImportError("CocoMetric(backend='faster_coco_eval') needs the "
+                              'faster-coco-eval package: pip install -e ".[eval]" -c '
+                              'requirements/lock.txt') from None
+        return 'pycocotools'
+    return 'faster_coco_eval'
+
+
 @METRICS.register_module()
 class CocoMetric(BaseMetric):
     """COCO box AP (and optionally proposal AR) computed with pycocotools.
@@ -179,10 +204,16 @@ class CocoMetric(BaseMetric):
         skip_other_labels: drop (and count, in one log line per evaluation) detections whose
             label is not one of this split's classes after ``label_offset``, e.g. a joint
             model's traffic signs on COCO val. False: such a label raises ``ValueError``.
+        backend: what runs the evaluation: ``'pycocotools'``, ``'faster_coco_eval'`` (the
+            faster-coco-eval package, the ``eval`` extra: the same 12 numbers, ~10x faster on
+            tens of thousands of detections, ``tools/analysis/benchmark_eval.py``) or
+            ``'auto'`` (the default): faster-coco-eval where it is installed.
 
     Raises:
         FileNotFoundError: when ``ann_file`` does not exist.
-        ValueError: for an unknown ``metric`` or ``format_only`` without a place to write to.
+        ValueError: for an unknown ``metric`` or ``backend``, or ``format_only`` without a
+            place to write to.
+        ImportError: ``backend='faster_coco_eval'`` without the package (names the extra).
     """
 
     default_prefix: str | None = 'coco'
@@ -198,8 +229,10 @@ class CocoMetric(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: str | None = None,
                  label_offset: int = 0,
-                 skip_other_labels: bool = False) -> None:
+                 skip_other_labels: bool = False,
+                 backend: str = 'auto') -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        self.backend = resolve_backend(backend)
         if label_offset < 0:
             raise ValueError(f'CocoMetric: label_offset must be >= 0, got {label_offset}')
         self.label_offset = int(label_offset)
@@ -373,8 +406,15 @@ class CocoMetric(BaseMetric):
     def _run_cocoeval(self, coco_gt: COCO, entries: list[CocoDetEntry],
                       img_ids: list[int]) -> COCOeval:
         # loadRes adds keys to the dicts it is given: hand it copies.
-        coco_dt, _ = _quiet(coco_gt.loadRes, [dict(e) for e in entries])
-        coco_eval = COCOeval(coco_gt, coco_dt, iouType='bbox')
+        if self.backend == 'faster_coco_eval':
+            import faster_coco_eval
+            fast_gt = faster_coco_eval.COCO(coco_gt.dataset)
+            fast_dt, _ = _quiet(fast_gt.loadRes, [dict(e) for e in entries])
+            coco_eval = faster_coco_eval.COCOeval_faster(fast_gt, fast_dt, iouType='bbox',
+                                                         print_function=print)
+        else:
+            coco_dt, _ = _quiet(coco_gt.loadRes, [dict(e) for e in entries])
+            coco_eval = COCOeval(coco_gt, coco_dt, iouType='bbox')
         coco_eval.params.imgIds = sorted(set(img_ids))
         if self.iou_thrs is not None:
             coco_eval.params.iouThrs = self.iou_thrs
