@@ -1,7 +1,9 @@
-"""Data transforms registered in TRANSFORMS: load, resize/flip, pack."""
+"""Data transforms registered in TRANSFORMS: load, resize/flip, augment, pack."""
+from .augment import Expand, MinIoURandomCrop, PhotoMetricDistortion, RandomResize
 from .formatting import PackDetInputs
 from .geometric import RandomFlip, Resize, rescale_size
 from .loading import ImageDecodeError, LoadAnnotations, LoadImageFromFile, decode_image
 
-__all__ = ['ImageDecodeError', 'LoadAnnotations', 'LoadImageFromFile', 'PackDetInputs',
-           'RandomFlip', 'Resize', 'decode_image', 'rescale_size']
+__all__ = ['Expand', 'ImageDecodeError', 'LoadAnnotations', 'LoadImageFromFile',
+           'MinIoURandomCrop', 'PackDetInputs', 'PhotoMetricDistortion', 'RandomFlip',
+           'RandomResize', 'Resize', 'decode_image', 'rescale_size']
