@@ -134,7 +134,8 @@ def test_photometric_distortion_changes_pixels_not_boxes():
 def test_a_full_augmentation_pipeline_keeps_boxes_inside_the_image():
     pipeline = [TRANSFORMS.build(cfg) for cfg in (
         dict(type='PhotoMetricDistortion'), dict(type='Expand', prob=0.5),
-        dict(type='MinIoURandomCrop'), dict(type='RandomResize', scale=[(320, 160), (400, 240)]),
+        dict(type='MinIoURandomCrop'), dict(type='RandomAffine'),
+        dict(type='RandomResize', scale=[(320, 160), (400, 240)]),
         dict(type='RandomFlip', prob=0.5))]
     assert isinstance(pipeline[-1], RandomFlip)
     total = 0
@@ -151,3 +152,35 @@ def test_a_full_augmentation_pipeline_keeps_boxes_inside_the_image():
         assert len(results['gt_labels']) == len(results['gt_bboxes'])
         total += len(results['gt_bboxes'])
     assert total >= 30
+
+
+def test_random_affine_moves_pixels_and_boxes_with_one_matrix():
+    from detkit.datasets.transforms import RandomAffine
+    from detkit.datasets.transforms.augment import warp_boxes
+    transform = RandomAffine(max_rotate_degree=15, max_translate_ratio=0.1,
+                             scaling_ratio_range=(0.8, 1.2), max_shear_degree=3)
+    kept = 0
+    for seed in range(15):
+        np.random.seed(seed)
+        before = sample()
+        out = transform(sample())
+        matrix = out['homography_matrix'].astype(np.float64)
+        height, width = out['img'].shape[:2]
+        assert (height, width) == (120, 160)
+        # a pixel of the source lands where the matrix says: its coordinate code is there
+        for x, y in ((40, 50), (80, 60), (120, 70)):
+            u, v, _ = matrix @ np.array([x, y, 1.0])
+            if 1 <= u < width - 2 and 1 <= v < height - 2:
+                code = out['img'][int(round(v)), int(round(u))]
+                assert abs(int(code[0]) - x) <= 2 and abs(int(code[1]) - y) <= 2
+        expected = warp_boxes(before['gt_bboxes'].astype(np.float64), matrix, height, width)
+        # each kept box is one of the warped boxes, in order, with its label
+        rows = [int(np.argmin(np.abs(expected - box).sum(1))) for box in out['gt_bboxes']]
+        np.testing.assert_allclose(out['gt_bboxes'], expected[rows], atol=1e-3)
+        assert rows == sorted(rows) and out['gt_labels'].tolist() == rows
+        kept += len(rows)
+    assert kept >= 20
+    boxes = np.array([[0, 0, 10, 20]], np.float64)
+    # (x, y) -> (100 - y, x): a quarter turn
+    quarter_turn = np.array([[0, -1, 100], [1, 0, 0], [0, 0, 1]], np.float64)
+    np.testing.assert_allclose(warp_boxes(boxes, quarter_turn, 200, 200), [[80, 0, 100, 10]])

@@ -261,3 +261,124 @@ class PhotoMetricDistortion:
         return (f'{type(self).__name__}(brightness_delta={self.brightness_delta}, '
                 f'contrast_range={self.contrast_range}, '
                 f'saturation_range={self.saturation_range}, hue_delta={self.hue_delta})')
+
+
+@TRANSFORMS.register_module()
+class RandomAffine:
+    """Random rotation, scaling, shear and translation of the image and its boxes (YOLOX).
+
+    The warp is ``translate @ shear @ rotate @ scale`` (rotation and shear about the top-left
+    corner, as mmdetection's ``RandomAffine``) with the angle in ``[-max_rotate_degree,
+    max_rotate_degree]``, the scale in ``scaling_ratio_range``, shears in ``[-max_shear_degree,
+    max_shear_degree]`` and shifts in ``[-max_translate_ratio, max_translate_ratio]`` of the
+    side (plus ``border``); the output is ``(H + 2 * border[0], W + 2 * border[1])``, filled
+    with ``border_val``. A box becomes the extent of its four warped corners, clipped to the
+    output; it is removed when it is no more than ``min_bbox_size`` wide or high, when its
+    area is below ``min_area_ratio`` of the scaled original, or when its aspect ratio exceeds
+    ``max_aspect_ratio`` (mostly warped or cut away). The matrix is stored as
+    ``results['homography_matrix']``.
+
+    Args:
+        max_rotate_degree: largest rotation, degrees.
+        max_translate_ratio: largest shift, as a fraction of the output side.
+        scaling_ratio_range: ``(low, high)`` scale.
+        max_shear_degree: largest shear, degrees.
+        border: ``(rows, columns)`` added on each side.
+        border_val: the fill colour.
+        min_bbox_size: a box this narrow or low (pixels) is removed.
+        min_area_ratio: see above.
+        max_aspect_ratio: see above.
+    """
+
+    def __init__(self, max_rotate_degree: float = 10.0, max_translate_ratio: float = 0.1,
+                 scaling_ratio_range: tuple[float, float] = (0.5, 1.5),
+                 max_shear_degree: float = 2.0, border: tuple[int, int] = (0, 0),
+                 border_val: tuple[int, int, int] = (114, 114, 114), min_bbox_size: float = 2,
+                 min_area_ratio: float = 0.2, max_aspect_ratio: float = 20) -> None:
+        if not 0 <= max_translate_ratio <= 1:
+            raise ValueError(f'RandomAffine: max_translate_ratio must be in [0, 1], got '
+                             f'{max_translate_ratio!r}')
+        if not 0 < scaling_ratio_range[0] <= scaling_ratio_range[1]:
+            raise ValueError(f'RandomAffine: scaling_ratio_range must be (low, high) with '
+                             f'0 < low <= high, got {scaling_ratio_range!r}')
+        self.max_rotate_degree, self.max_translate_ratio = max_rotate_degree, max_translate_ratio
+        self.scaling_ratio_range, self.max_shear_degree = scaling_ratio_range, max_shear_degree
+        self.border, self.border_val = border, border_val
+        self.min_bbox_size, self.min_area_ratio = min_bbox_size, min_area_ratio
+        self.max_aspect_ratio = max_aspect_ratio
+
+    def _matrix(self, height: int, width: int) -> tuple[np.ndarray, float]:
+        angle = np.deg2rad(np.random.uniform(-self.max_rotate_degree, self.max_rotate_degree))
+        scale = np.random.uniform(*self.scaling_ratio_range)
+        shear_x, shear_y = (np.tan(np.deg2rad(np.random.uniform(-self.max_shear_degree,
+                                                                self.max_shear_degree)))
+                            for _ in range(2))
+        shift_x = np.random.uniform(-self.max_translate_ratio, self.max_translate_ratio) * width
+        shift_y = np.random.uniform(-self.max_translate_ratio, self.max_translate_ratio) * height
+        cos, sin = np.cos(angle), np.sin(angle)
+        rotate = np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]])
+        scaling = np.diag([scale, scale, 1.0])
+        shear = np.array([[1, shear_x, 0], [shear_y, 1, 0], [0, 0, 1]])
+        translate = np.array([[1, 0, shift_x + self.border[1]],
+                              [0, 1, shift_y + self.border[0]], [0, 0, 1]])
+        return translate @ shear @ rotate @ scaling, scale
+
+    def __call__(self, results: dict[str, Any]) -> dict[str, Any]:
+        img = results['img']
+        height = img.shape[0] + 2 * self.border[0]
+        width = img.shape[1] + 2 * self.border[1]
+        matrix, scale = self._matrix(height, width)
+        results['img'] = cv2.warpPerspective(img, matrix, dsize=(width, height),
+                                             borderValue=self.border_val)
+        results['img_shape'] = (height, width)
+        results['homography_matrix'] = matrix.astype(np.float32)
+        for key in BOX_KEYS:
+            if key not in results or not len(results[key]):
+                continue
+            boxes = results[key].astype(np.float64)
+            warped = warp_boxes(boxes, matrix, height, width)
+            keep = self._keep(boxes, warped, scale)
+            results[key] = warped[keep].astype(np.float32)
+            if key == 'gt_bboxes' and 'gt_labels' in results:
+                results['gt_labels'] = results['gt_labels'][keep]
+        return results
+
+    def _keep(self, before: np.ndarray, after: np.ndarray, scale: float) -> np.ndarray:
+        w, h = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
+        area_before = ((before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1]) *
+                       scale * scale)
+        aspect = np.maximum(w / np.maximum(h, 1e-16), h / np.maximum(w, 1e-16))
+        keep: np.ndarray = ((w > self.min_bbox_size) & (h > self.min_bbox_size)
+                            & (w * h > self.min_area_ratio * area_before)
+                            & (aspect < self.max_aspect_ratio))
+        return keep
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(max_rotate_degree={self.max_rotate_degree}, '
+                f'max_translate_ratio={self.max_translate_ratio}, '
+                f'scaling_ratio_range={self.scaling_ratio_range}, '
+                f'max_shear_degree={self.max_shear_degree}, border={self.border})')
+
+
+def warp_boxes(boxes: np.ndarray, matrix: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The extent of each box's four corners under the 3x3 ``matrix``, clipped to the image.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy.
+        matrix: a homography (the last row ``(0, 0, 1)`` for an affine one).
+        height: the output height.
+        width: the output width.
+
+    Returns:
+        ``(N, 4)`` float64 xyxy.
+    """
+    x1, y1, x2, y2 = boxes.T
+    corners = np.stack([np.stack([x1, y1]), np.stack([x2, y1]), np.stack([x1, y2]),
+                        np.stack([x2, y2])], axis=0)           # (4, 2, N)
+    points = np.concatenate([corners, np.ones((4, 1, boxes.shape[0]))], axis=1)  # (4, 3, N)
+    warped = np.einsum('ij,cjn->cin', matrix, points)
+    xy = warped[:, :2] / warped[:, 2:3]
+    out = np.stack([xy[:, 0].min(0), xy[:, 1].min(0), xy[:, 0].max(0), xy[:, 1].max(0)], 1)
+    out[:, 0::2] = out[:, 0::2].clip(0, width)
+    out[:, 1::2] = out[:, 1::2].clip(0, height)
+    return out
