@@ -222,3 +222,26 @@ def test_amp_on_cpu_trains_in_bfloat16_without_nan(tmp_path, shapes_root):
     weights = checkpoint['state_dict']
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_best_checkpoint_and_early_stopping_from_the_config(tmp_path, shapes_root):
+    """mmengine's save_best and EarlyStoppingHook through detkit's CheckpointHook: the best
+    val mAP's checkpoint is kept, and a run that stops improving ends before max_epochs."""
+    config = write_config(tmp_path, shapes_root, max_epochs=6)
+    with open(config, 'a') as f:
+        f.write("train_cfg = dict(val_interval=1)\n"
+                "default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=1, "
+                "save_best='coco/bbox_mAP', rule='greater'))\n"
+                "custom_hooks = [dict(type='EarlyStoppingHook', monitor='coco/bbox_mAP', "
+                "rule='greater', min_delta=0.5, patience=2)]\n")
+    work_dir = str(tmp_path / 'work')
+    done = run([TRAIN, config, '--work-dir', work_dir], cwd=str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # no epoch gains 0.5 mAP over the first: patience 2 stops the run after epoch 3
+    assert 'the monitored metric did not improve in the last 2 records' in done.stdout + \
+        done.stderr
+    assert latest_epoch(work_dir) == 3
+    best = sorted(p.name for p in Path(work_dir).glob('best_coco_bbox_mAP_epoch_*.pth'))
+    assert len(best) == 1
+    state = torch.load(osp.join(work_dir, best[0]), map_location='cpu', weights_only=False)
+    assert state['meta']['epoch'] == int(best[0].split('_')[-1][:-len('.pth')])
