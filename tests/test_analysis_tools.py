@@ -185,3 +185,52 @@ def test_plot_labels_name_each_log(log_file, tmp_path):
     with pytest.raises(SystemExit, match='1 --labels for 2 logs'):
         analyze_logs.main(['plot', log_file, log_file, '--keys', 'loss', '--out', out,
                            '--labels', 'bf16'])
+
+
+def test_confusion_matrix_counts_by_hand():
+    import confusion_matrix as cm
+    image = dict(
+        gt_boxes=[[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]],
+        gt_labels=[0, 1, 1],
+        ignore_boxes=[[80, 80, 100, 100]],
+        det_boxes=[[0, 0, 10, 11],      # class 0 on the class-0 object: (0, 0)
+                   [21, 20, 40, 40],    # class 0 on a class-1 object: (1, 0)
+                   [1, 0, 10, 10],      # a second box on the matched class-0 object: background
+                   [70, 0, 90, 10],     # nothing there: background row
+                   [82, 82, 98, 98],    # on the ignore region: not counted
+                   [50, 50, 60, 60]],   # below the score threshold: not counted
+        det_labels=[0, 0, 0, 1, 1, 1],
+        det_scores=[0.9, 0.8, 0.7, 0.6, 0.95, 0.1])
+    matrix = cm.confusion_matrix([image], num_classes=2, score_thr=0.3, iou_thr=0.5)
+    assert matrix.tolist() == [[1, 0, 0],     # true class 0
+                               [1, 0, 1],     # true class 1: one taken for 0, one missed
+                               [1, 1, 0]]     # background: two detections of nothing
+    table = cm.format_table(matrix, ['cat', 'dog'])
+    assert table.splitlines()[0].split()[-1] == 'background'
+
+
+def test_confusion_matrix_tool_on_test_results(tmp_path):
+    import confusion_matrix as cm
+
+    from detkit.datasets.synthetic import make_shapes
+    root = str(tmp_path / 'shapes') + '/'
+    make_shapes(root, num_train=1, num_val=3, min_size=96, max_size=128, seed=1)
+    gt = json.loads((tmp_path / 'shapes' / 'annotations' / 'instances_val.json').read_text())
+    # results as tools/test.py writes them: every object found with its own category, plus
+    # one detection of the first category on an empty corner of image 0
+    results = [dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'],
+                    score=0.9) for a in gt['annotations'] if not a['iscrowd']]
+    results.append(dict(image_id=gt['images'][0]['id'], category_id=gt['categories'][0]['id'],
+                        bbox=[0, 0, 2, 2], score=0.8))
+    (tmp_path / 'results.json').write_text(json.dumps(results))
+    config = tmp_path / 'config.py'
+    config.write_text(f"_base_ = {osp.join(REPO, 'configs', 'retinanet_r50_shapes.py')!r}\n"
+                      f"test_dataloader = dict(dataset=dict(data_root={root!r}))\n")
+    out = str(tmp_path / 'cm.png')
+    matrix = cm.main([str(config), str(tmp_path / 'results.json'), '--out', out])
+    objects = sum(1 for a in gt['annotations'] if not a['iscrowd'])
+    assert np.trace(matrix[:5, :5]) == objects and matrix[5, 0] == 1
+    assert matrix.sum() == objects + 1
+    assert cv2.imread(out) is not None
+    with pytest.raises(SystemExit, match='results file .* does not exist'):
+        cm.main([str(config), str(tmp_path / 'none.json')])

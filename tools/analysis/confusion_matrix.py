@@ -1,0 +1,195 @@
+"""Confusion matrix of a detector's test results: which classes it mistakes for which, what it
+misses and what it finds that is not there.
+
+    python tools/analysis/confusion_matrix.py CONFIG RESULTS.json [--score-thr 0.3]
+        [--iou-thr 0.5] [--out confusion.png]
+
+RESULTS.json is what ``tools/test.py CONFIG CKPT --out RESULTS.json`` writes (COCO results:
+``image_id``, ``category_id``, ``bbox`` xywh, ``score``); the ground truth is the config's test
+set. Rows are the true classes and a last row "background" (detections that match no object),
+columns the predicted classes and a last column "background" (objects no detection matched).
+
+Matching, per image: the detections scoring at least ``--score-thr``, best first, each take the
+still unmatched object (of any class) they overlap most, if that IoU reaches ``--iou-thr``: one
+count in (true class, predicted class). A detection that matches nothing counts in the
+background row, unless it lies on an ignore region (crowd): at least ``--iou-thr`` of its area
+inside one. Objects left unmatched count in the background column. The table is printed
+(counts) and drawn (each row as fractions of its objects, with the counts) into ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os.path as osp
+import sys
+from typing import Any
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+
+import detkit  # noqa: E402,F401
+from detkit.registry import DATASETS  # noqa: E402
+
+
+def overlaps(boxes: np.ndarray, others: np.ndarray, over_first: bool = False) -> np.ndarray:
+    """IoU ``(N, M)`` of xyxy ``boxes`` with ``others`` (or, with ``over_first``, the share of
+    each box's own area inside each of ``others``)."""
+    x1 = np.maximum(boxes[:, None, 0], others[None, :, 0])
+    y1 = np.maximum(boxes[:, None, 1], others[None, :, 1])
+    x2 = np.minimum(boxes[:, None, 2], others[None, :, 2])
+    y2 = np.minimum(boxes[:, None, 3], others[None, :, 3])
+    inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = area[:, None] if over_first else area[:, None] + other_area[None] - inter
+    result: np.ndarray = inter / np.maximum(union, 1e-9)
+    return result
+
+
+def confusion_matrix(images: list[dict[str, Any]], num_classes: int, score_thr: float = 0.3,
+                     iou_thr: float = 0.5) -> np.ndarray:
+    """The ``(K + 1, K + 1)`` count matrix (last row and column: background).
+
+    Args:
+        images: per image ``gt_boxes (N, 4)``, ``gt_labels (N,)``, ``ignore_boxes (M, 4)``,
+            ``det_boxes (D, 4)``, ``det_labels (D,)``, ``det_scores (D,)``; boxes xyxy in the
+            same pixels.
+        num_classes: ``K``.
+        score_thr: detections below it are not counted.
+        iou_thr: the IoU that makes a match (and the share of a detection on an ignore region
+            that excuses it).
+    """
+    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for image in images:
+        gt_boxes = np.asarray(image['gt_boxes'], np.float64).reshape(-1, 4)
+        gt_labels = np.asarray(image['gt_labels'], np.int64).reshape(-1)
+        keep = np.asarray(image['det_scores'], np.float64) >= score_thr
+        det_boxes = np.asarray(image['det_boxes'], np.float64).reshape(-1, 4)[keep]
+        det_labels = np.asarray(image['det_labels'], np.int64).reshape(-1)[keep]
+        order = np.argsort(-np.asarray(image['det_scores'], np.float64)[keep], kind='stable')
+        ignore = np.asarray(image.get('ignore_boxes', np.zeros((0, 4))), np.float64)
+        ignore = ignore.reshape(-1, 4)
+        iou = overlaps(det_boxes, gt_boxes) if len(gt_boxes) else np.zeros((len(det_boxes), 0))
+        matched = np.zeros(len(gt_boxes), dtype=bool)
+        for d in order:
+            candidates = np.where(matched, -1.0, iou[d]) if len(gt_boxes) else iou[d]
+            best = int(np.argmax(candidates)) if len(gt_boxes) else -1
+            if best >= 0 and candidates[best] >= iou_thr:
+                matched[best] = True
+                matrix[gt_labels[best], det_labels[d]] += 1
+            elif len(ignore) and overlaps(det_boxes[d:d + 1], ignore, True).max() >= iou_thr:
+                continue
+            else:
+                matrix[num_classes, det_labels[d]] += 1
+        for label in gt_labels[~matched]:
+            matrix[label, num_classes] += 1
+    return matrix
+
+
+def load_images(cfg: Config, results_file: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Ground truth of the config's test set beside the detections of ``results_file``.
+
+    Raises:
+        FileNotFoundError: the results file does not exist.
+        ValueError: a detection names an image or a category the test set does not have.
+    """
+    if not osp.isfile(results_file):
+        raise FileNotFoundError(f'confusion_matrix: results file {results_file!r} does not '
+                                'exist (tools/test.py CONFIG CKPT --out RESULTS.json writes it)')
+    DefaultScope.get_instance('confusion_matrix', scope_name='detkit')
+    dataset_cfg = dict(cfg.test_dataloader.dataset, test_mode=True, pipeline=[])
+    dataset = DATASETS.build(dataset_cfg)
+    classes = list(dataset.metainfo['classes'])
+    cat2label = dict(getattr(dataset, 'cat2label', {}) or
+                     {k + 1: k for k in range(len(classes))})
+    images: dict[int, dict[str, Any]] = {}
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        instances = info['instances']
+        gt = [i for i in instances if not i.get('ignore_flag', 0)]
+        images[int(info['img_id'])] = dict(
+            gt_boxes=np.array([i['bbox'] for i in gt], np.float64).reshape(-1, 4),
+            gt_labels=np.array([i['bbox_label'] for i in gt], np.int64),
+            ignore_boxes=np.array([i['bbox'] for i in instances if i.get('ignore_flag', 0)],
+                                  np.float64).reshape(-1, 4),
+            det_boxes=[], det_labels=[], det_scores=[])
+    with open(results_file) as f:
+        detections = json.load(f)
+    for number, det in enumerate(detections):
+        image = images.get(int(det['image_id']))
+        if image is None:
+            raise ValueError(f'{results_file}: detection {number} is on image_id '
+                             f'{det["image_id"]}, which the test set of the config does not have')
+        if int(det['category_id']) not in cat2label:
+            raise ValueError(f'{results_file}: detection {number} has category_id '
+                             f'{det["category_id"]}; the test set has {sorted(cat2label)}')
+        x, y, w, h = det['bbox']
+        image['det_boxes'].append([x, y, x + w, y + h])
+        image['det_labels'].append(cat2label[int(det['category_id'])])
+        image['det_scores'].append(det['score'])
+    return list(images.values()), classes
+
+
+def format_table(matrix: np.ndarray, classes: list[str]) -> str:
+    names = [*classes, 'background']
+    width = max(10, *(len(n) for n in names))
+    lines = ['true \\ predicted'.ljust(width) + ''.join(n[:width].rjust(width + 1)
+                                                          for n in names)]
+    for name, row in zip(names, matrix):
+        lines.append(name[:width].ljust(width) + ''.join(str(v).rjust(width + 1) for v in row))
+    return '\n'.join(lines)
+
+
+def plot(matrix: np.ndarray, classes: list[str], out: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    names = [*classes, 'background']
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = matrix / np.maximum(rows, 1)
+    size = 1.2 + 0.7 * len(names)
+    fig, axis = plt.subplots(figsize=(size + 1.5, size))
+    image = axis.imshow(share, cmap='Blues', vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            axis.text(j, i, f'{share[i, j]:.2f}\n({matrix[i, j]})', ha='center', va='center',
+                      fontsize=7, color='white' if share[i, j] > 0.5 else 'black')
+    axis.set_xticks(range(len(names)), names, rotation=45, ha='right')
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel('predicted')
+    axis.set_ylabel('true')
+    axis.set_title(title)
+    fig.colorbar(image, ax=axis, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> np.ndarray:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('results', help='COCO results JSON of tools/test.py --out')
+    parser.add_argument('--score-thr', type=float, default=0.3)
+    parser.add_argument('--iou-thr', type=float, default=0.5)
+    parser.add_argument('--out', default='confusion_matrix.png', help='the PNG to write')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.config):
+        sys.exit(f'confusion_matrix: config file {args.config!r} does not exist')
+    try:
+        images, classes = load_images(Config.fromfile(args.config), args.results)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        sys.exit(f'confusion_matrix: {error}')
+    matrix = confusion_matrix(images, len(classes), args.score_thr, args.iou_thr)
+    print(format_table(matrix, classes))
+    plot(matrix, classes, args.out,
+         f'score >= {args.score_thr}, IoU >= {args.iou_thr}, {len(images)} images')
+    print(f'wrote {args.out}')
+    return matrix
+
+
+if __name__ == '__main__':
+    main()
