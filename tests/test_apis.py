@@ -251,3 +251,70 @@ def test_demo_names_a_missing_input(tmp_path, tiny):
     config, checkpoint, _ = tiny
     with pytest.raises(SystemExit, match='nothing.jpg'):
         demo.main([str(tmp_path / 'nothing.jpg'), config, checkpoint])
+
+
+def test_tile_origins_cover_the_image_with_overlap():
+    from detkit.apis.slicing import image_tiles, tile_origins
+    assert tile_origins(1000, 400, 0.2) == [0, 320, 600]
+    assert tile_origins(400, 400, 0.2) == [0] and tile_origins(300, 400, 0.5) == [0]
+    assert tile_origins(500, 200, 0.0) == [0, 200, 300]
+    for length, size, overlap in ((1000, 400, 0.2), (777, 160, 0.25), (161, 160, 0.2)):
+        origins = tile_origins(length, size, overlap)
+        assert origins[0] == 0 and origins[-1] + size == length
+        gaps = np.diff(origins)
+        assert (gaps <= size * (1 - overlap) + 1e-9).all() and (gaps > 0).all()
+    assert len(image_tiles(np.zeros((300, 1000, 3), np.uint8), 400, 0.2)) == 3
+    with pytest.raises(ValueError, match='slice_overlap'):
+        tile_origins(100, 50, 1.0)
+
+
+def test_merge_detections_moves_tiles_and_removes_duplicates():
+    from detkit.apis.slicing import merge_detections
+    whole = DetResult(torch.tensor([[100., 100., 150., 150.]]), torch.tensor([0.6]),
+                      torch.tensor([1]), ('a', 'b'))
+    tile = DetResult(torch.tensor([[0., 0., 50., 50.], [5., 5., 20., 20.]]),
+                     torch.tensor([0.9, 0.8]), torch.tensor([1, 0]), ('a', 'b'))
+    boxes, scores, labels = merge_detections([(whole, 0, 0), (tile, 100, 100)], 0.5, 10)
+    # the tile's first box is the whole image's box, moved: the better score survives NMS
+    assert boxes.tolist() == [[100, 100, 150, 150], [105, 105, 120, 120]]
+    assert scores.tolist() == pytest.approx([0.9, 0.8]) and labels.tolist() == [1, 0]
+    assert len(merge_detections([(whole, 0, 0), (tile, 100, 100)], 0.5, 1)[0]) == 1
+
+
+def test_sliced_inference_runs_tiles_and_the_whole_image(detector, monkeypatch):
+    image = textured_image(256, 384, seed=5)
+    calls = []
+    original = inference_detector
+
+    def counting(model, images, **kwargs):
+        calls.append([i.shape for i in images] if isinstance(images, list) else None)
+        return original(model, images, **kwargs)
+
+    import detkit.apis.inference as inference_module
+    monkeypatch.setattr(inference_module, 'inference_detector', counting)
+    sliced = inference_module.inference_detector(detector, image, slice_size=160,
+                                                 slice_overlap=0.25)
+    # tiles start at 0 and 96 down, 0, 120, 224 across (384 - 160 = 224): 6 tiles + the whole
+    assert calls[-1] == [(256, 384, 3)] + [(160, 160, 3)] * 6
+    assert len(sliced) > 0 and sliced.img_shape == (256, 384)
+    assert (sliced.bboxes[:, [0, 2]] <= 384).all() and (sliced.bboxes[:, [1, 3]] <= 256).all()
+    assert (sliced.scores[:-1] >= sliced.scores[1:]).all()
+    # an image no larger than a tile: the whole image alone, the same detections
+    small = textured_image(128, 128, seed=6)
+    plain, single = original(detector, small), original(detector, small, slice_size=160)
+    torch.testing.assert_close(single.bboxes, plain.bboxes[:300])
+
+
+def test_demo_slices_large_images(tmp_path, tiny):
+    config, checkpoint, _ = tiny
+    folder = tmp_path / 'large'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'big.png'), textured_image(300, 400, seed=8))
+    summary = demo.main([str(folder), config, checkpoint, '--out-dir', str(tmp_path / 'out'),
+                         '--slice', '128', '--slice-overlap', '0.25'])
+    assert summary['count'] == 1
+    record = json.loads((tmp_path / 'out' / 'detections.json').read_text())['images'][0]
+    boxes = np.array([d['bbox'] for d in record['detections']])
+    assert len(boxes) > 0 and (boxes[:, [0, 2]] <= 400).all() and (boxes[:, [1, 3]] <= 300).all()
+    with pytest.raises(SystemExit):
+        demo.main([str(folder), config, checkpoint, '--slice', '128', '--slice-overlap', '1'])

@@ -1,13 +1,15 @@
 """Run a detector on an image, a folder of images or a video; write annotated copies and a JSON.
 
     python tools/demo.py INPUT CONFIG CHECKPOINT [--out-dir DIR] [--score-thr 0.3]
-        [--device cpu] [--batch-size 4] [--amp]
+        [--device cpu] [--batch-size 4] [--amp] [--slice SIZE [--slice-overlap 0.2]]
 
 INPUT is an image file, a folder (its images, sorted by name; not recursive) or a video file.
 Writes into ``--out-dir`` (default ``demo_out``): an annotated image per input image (same file
 name) or ``<video stem>_det.mp4`` for a video, and ``detections.json`` with every detection at or
 above ``--score-thr`` (boxes xyxy in pixels of the input). Prints one summary line per image (for
-a video: every frame with its count, then the totals) and the throughput.
+a video: every frame with its count, then the totals) and the throughput. ``--slice SIZE``
+finds small objects in large images by also running tiles of SIZE pixels
+(:mod:`detkit.apis.slicing`).
 """
 from __future__ import annotations
 
@@ -38,18 +40,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('input', help='an image, a folder of images or a video file')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file (.pth)')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth, or an exported .onnx)')
     parser.add_argument('--out-dir', default='demo_out', help='where the outputs go')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detections below this score are neither drawn nor written')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
     parser.add_argument('--batch-size', type=int, default=4, help='images per forward pass')
+    parser.add_argument('--slice', type=int, metavar='SIZE',
+                        help='sliced inference for small objects: also run tiles of SIZE px, '
+                             'each at the test scale, merged by NMS')
+    parser.add_argument('--slice-overlap', type=float, default=0.2,
+                        help='share of a tile its neighbours overlap')
     parser.add_argument('--amp', action='store_true',
                         help='the fastest numerics of this machine (bf16 autocast + '
                         'channels-last on a CPU with native bfloat16, fp16 on CUDA)')
     args = parser.parse_args(argv)
     if not 0.0 <= args.score_thr <= 1.0:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
+    if args.slice is not None and args.slice < 16:
+        parser.error(f'--slice must be a tile side of 16 px or more, got {args.slice}')
+    if not 0.0 <= args.slice_overlap < 1.0:
+        parser.error(f'--slice-overlap must be in [0, 1), got {args.slice_overlap}')
     if args.batch_size < 1:
         parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
     return args
@@ -84,7 +95,9 @@ def run_images(paths: list[str], model, args: argparse.Namespace) -> tuple[list[
                 print(f'skipped {path}: {error}', file=sys.stderr)
                 skipped.append(path)
         tic = time.perf_counter()
-        results = inference_detector(model, images, batch_size=args.batch_size) if chunk else []
+        results = inference_detector(model, images, batch_size=args.batch_size,
+                                     slice_size=args.slice,
+                                     slice_overlap=args.slice_overlap) if chunk else []
         seconds += time.perf_counter() - tic
         for path, image, result in zip(chunk, images, results):
             result = result.above(args.score_thr)
@@ -141,7 +154,8 @@ def run_video(path: str, model, args: argparse.Namespace) -> tuple[list[dict], f
             if not batch:
                 break
             tic = time.perf_counter()
-            results = inference_detector(model, batch, batch_size=args.batch_size)
+            results = inference_detector(model, batch, batch_size=args.batch_size,
+                                         slice_size=args.slice, slice_overlap=args.slice_overlap)
             seconds += time.perf_counter() - tic
             for frame, result in zip(batch, results):
                 result = result.above(args.score_thr)

@@ -182,7 +182,9 @@ def _init_onnx_detector(cfg: Config, checkpoint: str | os.PathLike[str],
 
 def inference_detector(model: torch.nn.Module,
                        images: str | os.PathLike[str] | np.ndarray | Sequence[Any],
-                       batch_size: int = 4) -> DetResult | list[DetResult]:
+                       batch_size: int = 4, slice_size: int | None = None,
+                       slice_overlap: float = 0.2, slice_iou: float = 0.5,
+                       slice_max_detections: int = 300) -> DetResult | list[DetResult]:
     """Detect objects in one image or a list of images.
 
     Args:
@@ -190,6 +192,12 @@ def inference_detector(model: torch.nn.Module,
         images: an image file, an ``(H, W, 3)`` uint8 BGR array (as ``cv2.imread`` returns), or
             a list of them.
         batch_size: how many images go through the model at once.
+        slice_size: sliced inference for small objects (:mod:`detkit.apis.slicing`): each
+            image also runs as overlapping tiles of this many pixels, each resized by the test
+            pipeline, and the detections are merged by class-aware NMS. None: whole images.
+        slice_overlap: the share of a tile that neighbouring tiles overlap.
+        slice_iou: the NMS threshold that merges the tiles' and the whole image's detections.
+        slice_max_detections: detections kept per sliced image.
 
     Returns:
         A :class:`DetResult` for a single image, a list of them (input order) for a list.
@@ -205,6 +213,21 @@ def inference_detector(model: torch.nn.Module,
     inputs: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
     if batch_size < 1:
         raise ValueError(f'inference_detector: batch_size must be >= 1, got {batch_size}')
+    if slice_size is not None:
+        from detkit.apis.slicing import sliced_result
+        from detkit.datasets.transforms.loading import decode_image
+        sliced = []
+        for index, image in enumerate(inputs):
+            path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else ''
+            if path and not osp.isfile(path):
+                raise FileNotFoundError(f'inference_detector: image file {path!r} (input '
+                                        f'{index}) does not exist')
+            array = decode_image(path) if path else image
+            sliced.append(sliced_result(model, array, path, slice_size=slice_size,
+                                        slice_overlap=slice_overlap, iou_threshold=slice_iou,
+                                        max_detections=slice_max_detections,
+                                        batch_size=batch_size))
+        return sliced[0] if single else sliced
     loader, transforms = _test_pipeline(model)
     classes = tuple(getattr(model, 'dataset_meta', {}).get('classes', ()))
     results: list[DetResult] = []
