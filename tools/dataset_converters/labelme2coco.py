@@ -46,10 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write(json.dumps(coco), args.out)
     print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
           f"classes {', '.join(c['name'] for c in coco['categories'])}")
-    if log.clipped:
-        print(f'{log.clipped} boxes reached past their image and were clipped to it')
-    if log.skipped:
-        print(f'skipped {len(log.skipped)} bad images or shapes (--skip-bad); see the warnings')
+    for line in log.summary():
+        print(line)
     return coco
 
 

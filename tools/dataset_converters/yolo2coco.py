@@ -50,10 +50,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         atomic_write(json.dumps(coco), out)
         print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
               f"{len(coco['categories'])} classes")
-    if log.clipped:
-        print(f'{log.clipped} boxes reached past their image and were clipped to it')
-    if log.skipped:
-        print(f'skipped {len(log.skipped)} bad lines or images (--skip-bad); see the warnings')
+    for line in log.summary():
+        print(line)
     return converted
 
 

@@ -104,11 +104,7 @@ def labelme_to_coco(folder: str, classes: list[str] | None = None, *, skip_bad: 
         raise FileNotFoundError(f'labelme2coco: {folder!r} holds no .json file')
 
     def bad(message: str) -> None:
-        if not skip_bad:
-            raise LabelMeFormatError(message + ' (--skip-bad skips it with a warning)')
-        log.skipped.append(message)
-        if warn is not None:
-            warn(message)
+        log.reject(message, skip_bad, LabelMeFormatError, warn)
 
     entries = []   # (file_name, height, width, [(label, box)])
     for name in files:

@@ -40,6 +40,25 @@ class ConversionLog:
     skipped: list[str] = field(default_factory=list)
     clipped: int = 0
 
+    def reject(self, message: str, skip_bad: bool, error: type[ValueError],
+               warn: Callable[[str], None] | None) -> None:
+        """A bad item: raise ``error`` (naming ``--skip-bad``), or with ``skip_bad`` record
+        it and pass the message to ``warn``."""
+        if not skip_bad:
+            raise error(message + ' (--skip-bad skips it with a warning)')
+        self.skipped.append(message)
+        if warn is not None:
+            warn(message)
+
+    def summary(self) -> list[str]:
+        """The lines a converter prints at the end: clipped boxes, skipped items."""
+        lines = []
+        if self.clipped:
+            lines.append(f'{self.clipped} boxes reached past their image and were clipped to it')
+        if self.skipped:
+            lines.append(f'skipped {len(self.skipped)} bad items (--skip-bad); see the warnings')
+        return lines
+
 
 @dataclass
 class YoloDataset:
@@ -175,11 +194,7 @@ def split_to_coco(dataset: YoloDataset, split: str, *, skip_bad: bool = False,
     annotations: list[dict[str, Any]] = []
 
     def bad(message: str) -> None:
-        if not skip_bad:
-            raise YoloFormatError(message + ' (--skip-bad skips such lines with a warning)')
-        log.skipped.append(message)
-        if warn is not None:
-            warn(message)
+        log.reject(message, skip_bad, YoloFormatError, warn)
 
     for image_path in files:
         try:
