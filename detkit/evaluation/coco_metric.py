@@ -153,6 +153,23 @@ def results_to_coco_json(results: Sequence[Mapping[str, Any]],
 BACKENDS = ('auto', 'pycocotools', 'faster_coco_eval')
 
 
+def pycocotools_summarizer(evaluated: Any) -> COCOeval:
+    """A pycocotools ``COCOeval`` that summarises the accumulated arrays of ``evaluated``.
+
+    faster-coco-eval accumulates the same precision and recall arrays as pycocotools but its
+    ``summarize`` reads the first AP at the largest ``maxDets``, where pycocotools reads it at
+    100 (with mmdetection's maxDets (100, 300, 1000) the two differ once an image holds more
+    than 100 detections of a class). Summarising with pycocotools' own code keeps the 12 numbers
+    pycocotools' (and mmdetection's); for a pycocotools ``COCOeval`` it is that object.
+    """
+    if isinstance(evaluated, COCOeval):
+        return evaluated
+    summarizer = COCOeval(iouType='bbox')
+    summarizer.params = evaluated.params
+    summarizer.eval = evaluated.eval
+    return summarizer
+
+
 def resolve_backend(backend: str) -> str:
     """``'pycocotools'`` or ``'faster_coco_eval'`` for a :class:`CocoMetric` ``backend``.
 
@@ -371,10 +388,11 @@ class CocoMetric(BaseMetric):
         coco_eval.params.maxDets = sorted(self.proposal_nums)
         _quiet(coco_eval.evaluate)
         _quiet(coco_eval.accumulate)
-        _, summary = _quiet(coco_eval.summarize)
+        summarizer = pycocotools_summarizer(coco_eval)
+        _, summary = _quiet(summarizer.summarize)
         print_log('\n' + summary.rstrip(), logger='current')
 
-        stats = [round(float(s), 3) for s in coco_eval.stats[:len(BBOX_STAT_NAMES)]]
+        stats = [round(float(s), 3) for s in summarizer.stats[:len(BBOX_STAT_NAMES)]]
         metrics: dict[str, Any] = {f'bbox_{k}': v for k, v in zip(BBOX_STAT_NAMES, stats)}
         metrics['bbox_mAP_copypaste'] = ' '.join(f'{s:.3f}' for s in stats)
         if self.classwise:

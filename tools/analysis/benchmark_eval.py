@@ -6,7 +6,8 @@
 Without files, it draws a synthetic shapes val set of ``--images`` images (make_shapes, simple
 scene) and ``--per-object`` jittered detections per ground-truth box (a fifth with another
 class), so the results file holds tens of thousands of detections. Each backend loads the
-results, evaluates, accumulates and summarises with mmdetection's maxDets (100, 300, 1000);
+results, evaluates, accumulates and summarises with mmdetection's maxDets (100, 300, 1000),
+the summary by pycocotools' code for both, as CocoMetric does;
 the two run alternately ``--repeats`` times; the table gives the median seconds and checks that
 the 12 stats agree.
 """
@@ -30,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from detkit.datasets.synthetic import make_shapes  # noqa: E402
 from detkit.engine.amp import cpu_model_name  # noqa: E402
+from detkit.evaluation.coco_metric import pycocotools_summarizer  # noqa: E402
 
 
 def synthetic_results(folder: str, images: int, per_object: int, seed: int) -> tuple[str, list]:
@@ -74,9 +76,10 @@ def evaluate(backend: str, gt: dict, detections: list) -> tuple[float, np.ndarra
         evaluator.params.maxDets = [100, 300, 1000]
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
+        summarizer = pycocotools_summarizer(evaluator)   # what CocoMetric reports
+        summarizer.summarize()
         seconds = time.perf_counter() - start
-    return seconds, np.asarray(evaluator.stats[:12], dtype=np.float64)
+    return seconds, np.asarray(summarizer.stats[:12], dtype=np.float64)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
