@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from pycocotools.coco import COCO
@@ -245,3 +247,38 @@ def test_best_checkpoint_and_early_stopping_from_the_config(tmp_path, shapes_roo
     assert len(best) == 1
     state = torch.load(osp.join(work_dir, best[0]), map_location='cpu', weights_only=False)
     assert state['meta']['epoch'] == int(best[0].split('_')[-1][:-len('.pth')])
+
+
+def test_show_dir_draws_ground_truth_beside_detections(tmp_path, shapes_root):
+    from mmengine.config import Config
+
+    from detkit.registry import MODELS
+    from detkit.visualization import class_color
+    config = write_config(tmp_path, shapes_root, max_epochs=1)
+    model = MODELS.build(Config.fromfile(config).model)
+    with torch.no_grad():   # prior 0.5: detections everywhere
+        model.bbox_head.retina_cls.bias.fill_(0.0)
+    checkpoint = str(tmp_path / 'tiny.pth')
+    torch.save(dict(state_dict=model.state_dict()), checkpoint)
+    show = tmp_path / 'show'
+    done = run([TEST, config, checkpoint, '--work-dir', str(tmp_path / 'work'), '--show-dir',
+                str(show), '--show-score-thr', '0.2'], cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    gt = COCO(osp.join(shapes_root, 'annotations', 'instances_val.json'))
+    drawn = sorted(p.name for p in show.iterdir())
+    stems = [osp.splitext(osp.basename(i['file_name']))[0] for i in gt.dataset['images']]
+    assert drawn == sorted(stem + '.png' for stem in stems)
+    for info, stem in zip(gt.dataset['images'], stems):
+        image = cv2.imread(str(show / (stem + '.png')))
+        height, width = info['height'], info['width']
+        assert image.shape == (height, 2 * width + 4, 3)
+        assert (image[:, width:width + 4] == 255).all()            # the white gap
+        left, right = image[:, :width], image[:, width + 4:]
+        assert not np.array_equal(left, right)                       # detections differ from gt
+        for ann in gt.loadAnns(gt.getAnnIds(imgIds=[info['id']], iscrowd=False)):
+            x, y, w, h = (int(round(v)) for v in ann['bbox'])
+            label = gt.getCatIds().index(ann['category_id'])
+            colour = np.array(class_color(label))
+            # some pixel of the box's left edge carries the class colour
+            edge = left[y + h // 4:y + 3 * h // 4, min(max(x, 0), width - 1)].astype(int)
+            assert (np.abs(edge - colour).sum(axis=1) < 60).any()

@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out results.json] [--amp]``.
 
 CHECKPOINT is a detkit ``.pth`` or an ``.onnx`` file of tools/deployment/export_onnx.py (run by
-onnxruntime behind the same test pipeline and metric).
+onnxruntime behind the same test pipeline and metric). ``--show-dir DIR`` draws every image with
+its ground truth on the left and its detections (``--show-score-thr``) on the right.
 
 Prints COCO bbox mAP (AP, AP50, AP75, APs/m/l) through the config's ``test_evaluator``;
 ``--out`` also writes the detections as a COCO results JSON (original category ids, xywh).
@@ -36,6 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--out', metavar='RESULTS.json',
                         help='also write the detections as a COCO results JSON')
+    parser.add_argument('--show-dir', metavar='DIR',
+                        help='draw each image: ground truth | detections, into DIR')
+    parser.add_argument('--show-score-thr', type=float, default=0.3,
+                        help='detections drawn by --show-dir score at least this')
     parser.add_argument('--amp', action='store_true',
                         help='the fastest numerics of this machine (bf16 autocast + '
                         'channels-last on a CPU with native bfloat16, fp16 on CUDA); a config '
@@ -87,6 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
             if evaluator.get('type') == 'CocoMetric':
                 evaluator.outfile_prefix = osp.join(out_dir, 'results')
     cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='InferenceProgressHook')]
+    if args.show_dir:
+        cfg.custom_hooks.append(dict(type='ShowResultsHook', out_dir=args.show_dir,
+                                     score_thr=args.show_score_thr))
     try:
         prepare_generated_data(cfg, stage='test')  # a synthetic set the config can draw
         check_config(cfg, stage='test')

@@ -9,10 +9,11 @@ from .optim_wrappers import CPUAmpOptimWrapper
 from .progress import InferenceProgressHook, LoggerHook, ProgressBar
 from .rng_state_hook import RNGStateHook
 from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
+from .show_results import ShowResultsHook
 
 __all__ = ['AmpFallbackWarning', 'AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
            'CPUDistributedDataParallel', 'GENERATORS', 'InferenceProgressHook', 'LoggerHook',
            'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config', 'check_data_paths',
            'configure_launcher', 'cpu_model_name', 'enable_amp', 'enable_safe_resume',
            'generate_data_set', 'missing_data_paths', 'native_cpu_bf16',
-           'prepare_generated_data', 'safe_checkpoint_globals']
+           'prepare_generated_data', 'safe_checkpoint_globals', 'ShowResultsHook']
