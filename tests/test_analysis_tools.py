@@ -234,3 +234,44 @@ def test_confusion_matrix_tool_on_test_results(tmp_path):
     assert cv2.imread(out) is not None
     with pytest.raises(SystemExit, match='results file .* does not exist'):
         cm.main([str(config), str(tmp_path / 'none.json')])
+
+
+def test_pr_curves_by_hand():
+    import pr_curves
+    # class 0: both objects found; class 1: one of two found, plus a false positive ranked last
+    image = dict(img_id=1, gt_boxes=np.array([[0, 0, 10, 10], [20, 0, 30, 10],
+                                              [0, 20, 10, 30], [20, 20, 30, 30]], float),
+                 gt_labels=np.array([0, 0, 1, 1]), ignore_boxes=np.zeros((0, 4)),
+                 det_boxes=[[0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30], [50, 50, 60, 60]],
+                 det_labels=[0, 0, 1, 1], det_scores=[0.9, 0.8, 0.7, 0.6])
+    curves = pr_curves.precision_curves([image], 2)
+    assert curves.shape == (10, 101, 2)
+    np.testing.assert_allclose(curves[:, :, 0], 1.0)
+    # class 1: precision 1 up to recall 0.5 (51 of the 101 recall points), then none
+    np.testing.assert_allclose(curves[0, :51, 1], 1.0)
+    assert (curves[0, 51:, 1] == 0).all()
+    aps = pr_curves.average_precision(curves)
+    np.testing.assert_allclose(aps[:, 0], [1.0, 1.0, 1.0])
+    assert aps[0, 1] == pytest.approx(51 / 101)
+
+
+def test_pr_curves_tool_writes_a_png(tmp_path):
+    import pr_curves
+
+    from detkit.datasets.synthetic import make_shapes
+    root = str(tmp_path / 'shapes') + '/'
+    make_shapes(root, num_train=1, num_val=3, min_size=96, max_size=128, seed=2)
+    gt = json.loads((tmp_path / 'shapes' / 'annotations' / 'instances_val.json').read_text())
+    results = [dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'],
+                    score=0.9) for a in gt['annotations'] if not a['iscrowd']]
+    (tmp_path / 'results.json').write_text(json.dumps(results))
+    config = tmp_path / 'config.py'
+    config.write_text(f"_base_ = {osp.join(REPO, 'configs', 'retinanet_r50_shapes.py')!r}\n"
+                      f"test_dataloader = dict(dataset=dict(data_root={root!r}))\n")
+    out = str(tmp_path / 'pr.png')
+    aps = pr_curves.main([str(config), str(tmp_path / 'results.json'), '--out', out])
+    present = {a['category_id'] for a in gt['annotations'] if not a['iscrowd']}
+    cat_ids = sorted(c['id'] for c in gt['categories'])
+    for k, cat_id in enumerate(cat_ids):   # every annotated class found exactly: AP 1
+        assert aps[2, k] == pytest.approx(1.0) if cat_id in present else np.isnan(aps[2, k])
+    assert cv2.imread(out).shape[2] == 3

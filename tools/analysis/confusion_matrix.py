@@ -19,7 +19,6 @@ inside one. Objects left unmatched count in the background column. The table is 
 from __future__ import annotations
 
 import argparse
-import json
 import os.path as osp
 import sys
 from typing import Any
@@ -28,10 +27,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import numpy as np  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.registry import DefaultScope  # noqa: E402
 
-import detkit  # noqa: E402,F401
-from detkit.registry import DATASETS  # noqa: E402
+from detkit.evaluation.test_results import load_images  # noqa: E402
 
 
 def overlaps(boxes: np.ndarray, others: np.ndarray, over_first: bool = False) -> np.ndarray:
@@ -87,50 +84,6 @@ def confusion_matrix(images: list[dict[str, Any]], num_classes: int, score_thr: 
         for label in gt_labels[~matched]:
             matrix[label, num_classes] += 1
     return matrix
-
-
-def load_images(cfg: Config, results_file: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Ground truth of the config's test set beside the detections of ``results_file``.
-
-    Raises:
-        FileNotFoundError: the results file does not exist.
-        ValueError: a detection names an image or a category the test set does not have.
-    """
-    if not osp.isfile(results_file):
-        raise FileNotFoundError(f'confusion_matrix: results file {results_file!r} does not '
-                                'exist (tools/test.py CONFIG CKPT --out RESULTS.json writes it)')
-    DefaultScope.get_instance('confusion_matrix', scope_name='detkit')
-    dataset_cfg = dict(cfg.test_dataloader.dataset, test_mode=True, pipeline=[])
-    dataset = DATASETS.build(dataset_cfg)
-    classes = list(dataset.metainfo['classes'])
-    cat2label = dict(getattr(dataset, 'cat2label', {}) or
-                     {k + 1: k for k in range(len(classes))})
-    images: dict[int, dict[str, Any]] = {}
-    for index in range(len(dataset)):
-        info = dataset.get_data_info(index)
-        instances = info['instances']
-        gt = [i for i in instances if not i.get('ignore_flag', 0)]
-        images[int(info['img_id'])] = dict(
-            gt_boxes=np.array([i['bbox'] for i in gt], np.float64).reshape(-1, 4),
-            gt_labels=np.array([i['bbox_label'] for i in gt], np.int64),
-            ignore_boxes=np.array([i['bbox'] for i in instances if i.get('ignore_flag', 0)],
-                                  np.float64).reshape(-1, 4),
-            det_boxes=[], det_labels=[], det_scores=[])
-    with open(results_file) as f:
-        detections = json.load(f)
-    for number, det in enumerate(detections):
-        image = images.get(int(det['image_id']))
-        if image is None:
-            raise ValueError(f'{results_file}: detection {number} is on image_id '
-                             f'{det["image_id"]}, which the test set of the config does not have')
-        if int(det['category_id']) not in cat2label:
-            raise ValueError(f'{results_file}: detection {number} has category_id '
-                             f'{det["category_id"]}; the test set has {sorted(cat2label)}')
-        x, y, w, h = det['bbox']
-        image['det_boxes'].append([x, y, x + w, y + h])
-        image['det_labels'].append(cat2label[int(det['category_id'])])
-        image['det_scores'].append(det['score'])
-    return list(images.values()), classes
 
 
 def format_table(matrix: np.ndarray, classes: list[str]) -> str:

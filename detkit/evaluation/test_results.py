@@ -1,0 +1,63 @@
+"""A config's test set beside a results file of ``tools/test.py --out``, per image, for the
+analysis tools (``confusion_matrix.py``, ``pr_curves.py``)."""
+from __future__ import annotations
+
+import json
+import os.path as osp
+from typing import Any
+
+import numpy as np
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from detkit.registry import DATASETS
+
+
+def load_images(cfg: Config, results_file: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Ground truth of the config's test set beside the detections of ``results_file``.
+
+    Returns:
+        Per image ``img_id``, ``gt_boxes (N, 4)``, ``gt_labels (N,)``, ``ignore_boxes (M, 4)``
+        (xyxy original-image pixels) and lists ``det_boxes``, ``det_labels``, ``det_scores``;
+        and the class names.
+
+    Raises:
+        FileNotFoundError: the results file does not exist.
+        ValueError: a detection names an image or a category the test set does not have.
+    """
+    if not osp.isfile(results_file):
+        raise FileNotFoundError(f'results file {results_file!r} does not '
+                                'exist (tools/test.py CONFIG CKPT --out RESULTS.json writes it)')
+    dataset_cfg = dict(cfg.test_dataloader.dataset, test_mode=True, pipeline=[])
+    with DefaultScope.overwrite_default_scope('detkit'):   # detkit's registries for its types
+        dataset = DATASETS.build(dataset_cfg)
+    classes = list(dataset.metainfo['classes'])
+    cat2label = dict(getattr(dataset, 'cat2label', {}) or
+                     {k + 1: k for k in range(len(classes))})
+    images: dict[int, dict[str, Any]] = {}
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        instances = info['instances']
+        gt = [i for i in instances if not i.get('ignore_flag', 0)]
+        images[int(info['img_id'])] = dict(
+            img_id=int(info['img_id']),
+            gt_boxes=np.array([i['bbox'] for i in gt], np.float64).reshape(-1, 4),
+            gt_labels=np.array([i['bbox_label'] for i in gt], np.int64),
+            ignore_boxes=np.array([i['bbox'] for i in instances if i.get('ignore_flag', 0)],
+                                  np.float64).reshape(-1, 4),
+            det_boxes=[], det_labels=[], det_scores=[])
+    with open(results_file) as f:
+        detections = json.load(f)
+    for number, det in enumerate(detections):
+        image = images.get(int(det['image_id']))
+        if image is None:
+            raise ValueError(f'{results_file}: detection {number} is on image_id '
+                             f'{det["image_id"]}, which the test set of the config does not have')
+        if int(det['category_id']) not in cat2label:
+            raise ValueError(f'{results_file}: detection {number} has category_id '
+                             f'{det["category_id"]}; the test set has {sorted(cat2label)}')
+        x, y, w, h = det['bbox']
+        image['det_boxes'].append([x, y, x + w, y + h])
+        image['det_labels'].append(cat2label[int(det['category_id'])])
+        image['det_scores'].append(det['score'])
+    return list(images.values()), classes
