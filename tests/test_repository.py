@@ -34,7 +34,7 @@ def test_ci_runs_the_readme_commands_then_lint_and_types():
     assert ci_commands() == [readme_command('Install'), readme_command('Test'),
                              'ruff check detkit tools tests configs', 'mypy']
     assert readme_command('Install') == \
-        'pip install -e ".[dev,deploy,eval]" -c requirements/lock.txt'
+        'pip install -e ".[dev,deploy,eval,vis]" -c requirements/lock.txt'
 
 
 def lock_pins(name: str, seen: tuple[str, ...] = ()) -> dict[str, str]:

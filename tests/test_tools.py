@@ -231,7 +231,7 @@ def test_best_checkpoint_and_early_stopping_from_the_config(tmp_path, shapes_roo
     val mAP's checkpoint is kept, and a run that stops improving ends before max_epochs."""
     config = write_config(tmp_path, shapes_root, max_epochs=6)
     with open(config, 'a') as f:
-        f.write("train_cfg = dict(val_interval=1)\n"
+        f.write("train_cfg = dict(max_epochs=6, val_interval=1)\n"
                 "default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=1, "
                 "save_best='coco/bbox_mAP', rule='greater'))\n"
                 "custom_hooks = [dict(type='EarlyStoppingHook', monitor='coco/bbox_mAP', "
@@ -282,3 +282,23 @@ def test_show_dir_draws_ground_truth_beside_detections(tmp_path, shapes_root):
             # some pixel of the box's left edge carries the class colour
             edge = left[y + h // 4:y + 3 * h // 4, min(max(x, 0), width - 1)].astype(int)
             assert (np.abs(edge - colour).sum(axis=1) < 60).any()
+
+
+def test_tensorboard_event_files_hold_losses_lr_and_map(tmp_path, shapes_root):
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    config = write_config(tmp_path, shapes_root, max_epochs=1)
+    with open(config, 'a') as f:
+        f.write('train_cfg = dict(max_epochs=1, val_interval=1)\n')
+    work_dir = tmp_path / 'work'
+    done = run([TRAIN, config, '--work-dir', str(work_dir), '--vis-backend', 'local',
+                'tensorboard'], cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = list(work_dir.glob('*/vis_data/events.out.tfevents.*'))
+    assert len(events) == 1 and list(work_dir.glob('*/vis_data/*.json'))   # both backends
+    accumulator = EventAccumulator(str(events[0]))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()['scalars'])
+    assert {'loss', 'loss_cls', 'loss_bbox', 'lr', 'coco/bbox_mAP'} <= tags
+    losses = [e.value for e in accumulator.Scalars('loss')]
+    assert len(losses) == 6 and all(math.isfinite(v) and v > 0 for v in losses)   # 12 images / 2

@@ -37,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='the fastest numerics of this machine: on a CPU with native '
                         'bfloat16, bf16 autocast + channels-last; on CUDA fp16 with dynamic loss '
                         'scaling (a config can say amp=True)')
+    parser.add_argument('--vis-backend', nargs='+', choices=('local', 'tensorboard'),
+                        default=['local'],
+                        help="where scalars go besides the log: 'local' (vis_data/*.json, what "
+                        "tools/analysis/analyze_logs.py reads; always kept) and 'tensorboard' "
+                        '(event files in <work_dir>/<time>/vis_data; the vis extra)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by (total batch / '
                         'auto_scale_lr.base_batch_size)')
@@ -68,6 +73,14 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp or cfg.get('amp', False):
         print(f'--amp: {enable_amp(cfg, train=True)}', flush=True)
+    if 'tensorboard' in args.vis_backend:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            sys.exit('tools/train.py: --vis-backend tensorboard needs the tensorboard package: '
+                     'pip install -e ".[vis]" -c requirements/lock.txt')
+        cfg.visualizer = dict(type='Visualizer', vis_backends=[
+            dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])
     if args.sync_bn:
         cfg.sync_bn = 'torch'  # mmengine's Runner converts the model when it is distributed
     if args.auto_scale_lr:
