@@ -28,6 +28,7 @@ from detkit.engine import (  # noqa: E402
     enable_amp,
     prepare_generated_data,
 )
+from detkit.engine.own_data import apply_own_data  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
     configure_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    try:
+        apply_own_data(cfg)   # own_data = dict(root=..., classes=...): your COCO-format set
+    except (KeyError, ValueError) as error:
+        sys.exit(f'tools/test.py {args.config}: {error.args[0]}')
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint

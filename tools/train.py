@@ -23,6 +23,7 @@ from detkit.engine import (  # noqa: E402
     enable_amp,
     prepare_generated_data,
 )
+from detkit.engine.own_data import apply_own_data  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +68,10 @@ def build_config(args: argparse.Namespace) -> Config:
     configure_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    try:
+        apply_own_data(cfg)   # own_data = dict(root=..., classes=...): your COCO-format set
+    except (KeyError, ValueError) as error:
+        sys.exit(f'tools/train.py {args.config}: {error.args[0]}')
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

@@ -24,6 +24,7 @@ from mmengine.config import Config
 from torch import Tensor
 
 from detkit.engine.amp import autocast_dtype, enable_amp
+from detkit.engine.own_data import apply_own_data
 from detkit.registry import MODELS, TRANSFORMS, check_config_types
 from detkit.structures import Detections, DetSample
 
@@ -135,6 +136,7 @@ def init_detector(config: str | os.PathLike[str] | Config,
     cfg = _load_config(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    apply_own_data(cfg)
     if 'model' not in cfg:
         raise KeyError(f'init_detector: config {_config_name(config)} has no `model` key')
     check_config_types(cfg)

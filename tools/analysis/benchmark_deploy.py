@@ -33,6 +33,7 @@ from detkit.apis import init_detector  # noqa: E402
 from detkit.deploy import OnnxDetector  # noqa: E402
 from detkit.engine.amp import cpu_model_name  # noqa: E402
 from detkit.engine.generated_data import prepare_generated_data  # noqa: E402
+from detkit.engine.own_data import apply_own_data  # noqa: E402
 
 
 def run_pass(model: Any, loader: Any, evaluator: Evaluator, size: int) -> tuple[float, dict]:
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = Config.fromfile(args.config)
+    apply_own_data(cfg)
     prepare_generated_data(cfg, stage='test')
     loader_cfg = cfg.test_dataloader.copy()
     loader_cfg.update(num_workers=0, persistent_workers=False)

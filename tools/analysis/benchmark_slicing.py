@@ -31,6 +31,7 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 from detkit.apis import inference_detector, init_detector  # noqa: E402
 from detkit.engine.generated_data import prepare_generated_data  # noqa: E402
+from detkit.engine.own_data import apply_own_data  # noqa: E402
 
 
 def build_mosaics(ann_file: str, img_dir: str, grid: int, count: int,
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     cfg = Config.fromfile(args.config)
+    apply_own_data(cfg)
     prepare_generated_data(cfg, stage='test')
     dataset = cfg.val_dataloader.dataset
     ann_file = osp.join(dataset.data_root, dataset.ann_file)

@@ -28,6 +28,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import numpy as np  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
+from detkit.engine.own_data import apply_own_data  # noqa: E402
 from detkit.evaluation.test_results import load_images  # noqa: E402
 
 
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     if not osp.isfile(args.config):
         sys.exit(f'confusion_matrix: config file {args.config!r} does not exist')
     try:
-        images, classes = load_images(Config.fromfile(args.config), args.results)
+        cfg = Config.fromfile(args.config)
+        apply_own_data(cfg)
+        images, classes = load_images(cfg, args.results)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f'confusion_matrix: {error}')
     matrix = confusion_matrix(images, len(classes), args.score_thr, args.iou_thr)

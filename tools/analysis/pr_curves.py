@@ -25,6 +25,7 @@ from mmengine.config import Config  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
+from detkit.engine.own_data import apply_own_data  # noqa: E402
 from detkit.evaluation.test_results import load_images  # noqa: E402
 
 
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     if not osp.isfile(args.config):
         sys.exit(f'pr_curves: config file {args.config!r} does not exist')
     try:
-        images, classes = load_images(Config.fromfile(args.config), args.results)
+        cfg = Config.fromfile(args.config)
+        apply_own_data(cfg)
+        images, classes = load_images(cfg, args.results)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f'pr_curves: {error}')
     curves = precision_curves(images, len(classes))
