@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.deploy.graph import INPUT_NAMES, OUTPUT_NAMES, ExportableDetector
+from detkit.engine.checkpoint_hook import replace_as_new_file
 
 # what the file stores besides the graph: read back by detkit.deploy.onnx_runtime
 METADATA_KEYS = ('detkit.classes', 'detkit.mean', 'detkit.std', 'detkit.bgr_to_rgb',
@@ -201,15 +202,6 @@ def check_contract(model: Any, path: str = 'the model') -> None:
                                     f'{axis}; expected {size}')
 
 
-def publish(temporary: str, out: str) -> None:
-    """Move a finished temporary file to ``out`` atomically, with the permissions a new file
-    gets (``mkstemp`` creates it readable by its owner only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, out)
-
-
 def load_onnx(path: str, load_external_data: bool = True) -> Any:
     """``onnx.load`` with errors that name the file.
 
@@ -340,7 +332,7 @@ def export_onnx(detector: nn.Module, out: str, *, shape: tuple[int, int], batch:
         if not report.ok:
             raise OnnxExportError(f'export_onnx: onnxruntime does not reproduce PyTorch on the '
                                   f'check images: {report}; {out} was not written')
-        publish(temporary, out)
+        replace_as_new_file(temporary, out)
         return report
     finally:
         if osp.exists(temporary):

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from detkit.deploy.graph import INPUT_NAMES
-from detkit.deploy.onnx_export import OnnxContractError, check_contract, load_onnx, publish
+from detkit.deploy.onnx_export import OnnxContractError, check_contract, load_onnx
+from detkit.engine.checkpoint_hook import replace_as_new_file
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 CALIBRATION_METHODS = ('minmax', 'entropy', 'percentile')
@@ -157,7 +158,7 @@ def quantize_onnx(model_path: str, out: str, calib_folder: str, *, num_images: i
             onnx.helper.set_model_props(
                 quantized, {p.key: p.value for p in model.metadata_props})
             onnx.save(quantized, temporary)
-        publish(temporary, out)
+        replace_as_new_file(temporary, out)
     finally:
         for path in (temporary, prepared):
             if osp.exists(path):

@@ -28,6 +28,15 @@ from detkit.registry import HOOKS
 ATOMIC_BACKEND = 'detkit_atomic_local'
 
 
+def replace_as_new_file(tmp_path: str, path: str) -> None:
+    """Rename a finished temporary file onto ``path``, with the mode a newly created file gets
+    (``mkstemp`` makes its files readable by their owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    os.replace(tmp_path, path)
+
+
 def atomic_write(data: bytes | str, path: str | os.PathLike, encoding: str = 'utf-8') -> None:
     """Write ``data`` to ``path`` so that ``path`` holds either its old content or all of the new.
 
@@ -50,10 +59,7 @@ def atomic_write(data: bytes | str, path: str | os.PathLike, encoding: str = 'ut
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)   # mkstemp made the file private: give it a new file's mode
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        replace_as_new_file(tmp_path, path)
     except BaseException:
         if osp.exists(tmp_path):
             os.remove(tmp_path)

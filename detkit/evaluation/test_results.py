@@ -13,8 +13,14 @@ from mmengine.registry import DefaultScope
 from detkit.registry import DATASETS
 
 
-def load_images(cfg: Config, results_file: str) -> tuple[list[dict[str, Any]], list[str]]:
+def load_images(config: str | Config,
+                results_file: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Ground truth of the config's test set beside the detections of ``results_file``.
+
+    Args:
+        config: a config file (read with its ``own_data``, as tools/test.py reads it) or a
+            loaded ``Config``.
+        results_file: the COCO results JSON of ``tools/test.py --out``.
 
     Returns:
         Per image ``img_id``, ``gt_boxes (N, 4)``, ``gt_labels (N,)``, ``ignore_boxes (M, 4)``
@@ -22,9 +28,18 @@ def load_images(cfg: Config, results_file: str) -> tuple[list[dict[str, Any]], l
         and the class names.
 
     Raises:
-        FileNotFoundError: the results file does not exist.
-        ValueError: a detection names an image or a category the test set does not have.
+        FileNotFoundError: the config or the results file does not exist.
+        KeyError, ValueError: a bad ``own_data``; a detection names an image or a category
+            the test set does not have.
     """
+    if isinstance(config, str):
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config file {config!r} does not exist')
+        from detkit.engine.own_data import apply_own_data
+        cfg = Config.fromfile(config)
+        apply_own_data(cfg)
+    else:
+        cfg = config
     if not osp.isfile(results_file):
         raise FileNotFoundError(f'results file {results_file!r} does not '
                                 'exist (tools/test.py CONFIG CKPT --out RESULTS.json writes it)')

@@ -26,9 +26,7 @@ from typing import Any
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import numpy as np  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 
-from detkit.engine.own_data import apply_own_data  # noqa: E402
 from detkit.evaluation.test_results import load_images  # noqa: E402
 
 
@@ -131,12 +129,8 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     parser.add_argument('--iou-thr', type=float, default=0.5)
     parser.add_argument('--out', default='confusion_matrix.png', help='the PNG to write')
     args = parser.parse_args(argv)
-    if not osp.isfile(args.config):
-        sys.exit(f'confusion_matrix: config file {args.config!r} does not exist')
     try:
-        cfg = Config.fromfile(args.config)
-        apply_own_data(cfg)
-        images, classes = load_images(cfg, args.results)
+        images, classes = load_images(args.config, args.results)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f'confusion_matrix: {error}')
     matrix = confusion_matrix(images, len(classes), args.score_thr, args.iou_thr)

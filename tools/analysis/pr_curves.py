@@ -21,11 +21,9 @@ from typing import Any
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import numpy as np  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
-from detkit.engine.own_data import apply_own_data  # noqa: E402
 from detkit.evaluation.test_results import load_images  # noqa: E402
 
 
@@ -116,12 +114,8 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     parser.add_argument('results', help='COCO results JSON of tools/test.py --out')
     parser.add_argument('--out', default='pr_curves.png', help='the PNG to write')
     args = parser.parse_args(argv)
-    if not osp.isfile(args.config):
-        sys.exit(f'pr_curves: config file {args.config!r} does not exist')
     try:
-        cfg = Config.fromfile(args.config)
-        apply_own_data(cfg)
-        images, classes = load_images(cfg, args.results)
+        images, classes = load_images(args.config, args.results)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f'pr_curves: {error}')
     curves = precision_curves(images, len(classes))
