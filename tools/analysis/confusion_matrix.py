@@ -26,22 +26,17 @@ from typing import Any
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from detkit.evaluation.test_results import load_images  # noqa: E402
+from detkit.models.task_utils import bbox_overlaps  # noqa: E402
 
 
-def overlaps(boxes: np.ndarray, others: np.ndarray, over_first: bool = False) -> np.ndarray:
-    """IoU ``(N, M)`` of xyxy ``boxes`` with ``others`` (or, with ``over_first``, the share of
-    each box's own area inside each of ``others``)."""
-    x1 = np.maximum(boxes[:, None, 0], others[None, :, 0])
-    y1 = np.maximum(boxes[:, None, 1], others[None, :, 1])
-    x2 = np.minimum(boxes[:, None, 2], others[None, :, 2])
-    y2 = np.minimum(boxes[:, None, 3], others[None, :, 3])
-    inter = (x2 - x1).clip(0) * (y2 - y1).clip(0)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    union = area[:, None] if over_first else area[:, None] + other_area[None] - inter
-    result: np.ndarray = inter / np.maximum(union, 1e-9)
+def overlaps(boxes: np.ndarray, others: np.ndarray, mode: str = 'iou') -> np.ndarray:
+    """:func:`~detkit.models.task_utils.bbox_overlaps` of two numpy box sets (``'iof'``: the
+    share of each of ``boxes`` inside each of ``others``)."""
+    result: np.ndarray = bbox_overlaps(torch.from_numpy(boxes), torch.from_numpy(others),
+                                       mode=mode).numpy()
     return result
 
 
@@ -76,7 +71,7 @@ def confusion_matrix(images: list[dict[str, Any]], num_classes: int, score_thr: 
             if best >= 0 and candidates[best] >= iou_thr:
                 matched[best] = True
                 matrix[gt_labels[best], det_labels[d]] += 1
-            elif len(ignore) and overlaps(det_boxes[d:d + 1], ignore, True).max() >= iou_thr:
+            elif len(ignore) and overlaps(det_boxes[d:d + 1], ignore, 'iof').max() >= iou_thr:
                 continue
             else:
                 matrix[num_classes, det_labels[d]] += 1
