@@ -157,12 +157,7 @@ def labelme_to_coco(folder: str, classes: list[str] | None = None, *, skip_bad: 
             if label not in ids:
                 raise LabelMeFormatError(f'{path}: label {label!r} is not in --classes '
                                          f'({", ".join(names)})')
-            clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-                       min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
-            log.clipped += clipped != box
-            w, h = clipped[2] - clipped[0], clipped[3] - clipped[1]
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
-                                    category_id=ids[label], bbox=[clipped[0], clipped[1], w, h],
-                                    area=w * h, iscrowd=0, segmentation=[]))
+            log.add_box(annotations, box, image_id=image_id, category_id=ids[label],
+                        height=height, width=width)
     categories = [dict(id=ids[name], name=name) for name in names]
     return dict(images=images, annotations=annotations, categories=categories)

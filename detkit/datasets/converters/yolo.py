@@ -50,6 +50,18 @@ class ConversionLog:
         if warn is not None:
             warn(message)
 
+    def add_box(self, annotations: list[dict[str, Any]], box: list[float], *, image_id: int,
+                category_id: int, height: int, width: int) -> None:
+        """Append the COCO annotation of an xyxy pixel ``box``, clipped to the image (counted
+        in :attr:`clipped` when that moved it), ids counting from 1."""
+        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        self.clipped += clipped != box
+        w, h = clipped[2] - clipped[0], clipped[3] - clipped[1]
+        annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
+                                category_id=category_id, bbox=[clipped[0], clipped[1], w, h],
+                                area=w * h, iscrowd=0, segmentation=[]))
+
     def summary(self) -> list[str]:
         """The lines a converter prints at the end: clipped boxes, skipped items."""
         lines = []
@@ -218,13 +230,7 @@ def split_to_coco(dataset: YoloDataset, split: str, *, skip_bad: bool = False,
             except ValueError as error:
                 bad(f'{labels}:{number}: {error}: {line!r}')
                 continue
-            box = [x1 * width, y1 * height, x2 * width, y2 * height]
-            clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-                       min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
-            log.clipped += clipped != box
-            w, h = clipped[2] - clipped[0], clipped[3] - clipped[1]
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
-                                    category_id=label + 1, bbox=[clipped[0], clipped[1], w, h],
-                                    area=w * h, iscrowd=0, segmentation=[]))
+            log.add_box(annotations, [x1 * width, y1 * height, x2 * width, y2 * height],
+                        image_id=image_id, category_id=label + 1, height=height, width=width)
     categories = [dict(id=index + 1, name=name) for index, name in enumerate(dataset.names)]
     return dict(images=images, annotations=annotations, categories=categories)
