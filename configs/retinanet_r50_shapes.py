@@ -3,8 +3,8 @@
 #   python tools/train.py configs/retinanet_r50_shapes.py
 # Measured on a fresh clone of the project's 2-core EPYC (README, "Quick start"): val bbox mAP
 # 0.554 after these 7 epochs in 512 s, data generation and the one-off compilation of detkit.ops
-# included (float32: 0.598 in 865 s). An 8-epoch schedule of the same recipe reached 0.665 in
-# 585 s with detkit.ops already compiled: too close to 10 minutes on a fresh machine.
+# included (float32: 0.598 in 865 s). 7 epochs leave a margin under 10 minutes for a slower
+# machine.
 _base_ = [
     '_base_/models/retinanet_r50_fpn.py',
     '_base_/datasets/shapes_detection.py',
