@@ -66,8 +66,8 @@ def run(command: str, cwd: str) -> subprocess.CompletedProcess:
 def test_the_own_data_guide_runs_as_written(tmp_path):
     cwd = str(tmp_path)
     make_yolo_set(osp.join(cwd, 'data', 'pets'))
-    convert, steps = code_blocks('bash')   # step 1 and step 3
-    (config,) = code_blocks('python')
+    convert, steps, _ = code_blocks('bash')   # step 1 and step 3 (step 4: the next test)
+    config, _ = code_blocks('python')
     done = run(convert.strip(), cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     train = json.loads((tmp_path / 'data/pets/annotations/instances_train.json').read_text())
@@ -96,6 +96,54 @@ def test_the_own_data_guide_runs_as_written(tmp_path):
     demo = json.loads((work / 'demo' / 'detections.json').read_text())
     assert len(demo['images']) == 4
     assert all(d['class_name'] in NAMES for i in demo['images'] for d in i['detections'])
+
+
+def test_the_guide_fine_tunes_from_converted_torchvision_weights(tmp_path):
+    """Step 4 on a randomly initialised torchvision RetinaNet saved as the hub cache would hold it:
+    every converted tensor loads but the classifier, which is sized for the new classes."""
+    import torchvision
+    cwd = str(tmp_path)
+    make_yolo_set(osp.join(cwd, 'data', 'pets'))
+    convert = code_blocks('bash')[0]
+    done = run(convert.strip(), cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    torch.manual_seed(0)
+    hub = tmp_path / 'hub'
+    hub.mkdir()
+    torch.save(torchvision.models.detection.retinanet_resnet50_fpn(
+        weights=None, weights_backbone=None).state_dict(),
+        hub / 'retinanet_resnet50_fpn_coco-eeacb38b.pth')
+    config, steps = code_blocks('python')[1], code_blocks('bash')[2]
+    assert "_base_ = 'configs/torchvision/retinanet_r50_fpn_tv_finetune.py'" in config
+    (tmp_path / 'my_pets_tv.py').write_text(config.replace(
+        "'configs/torchvision/retinanet_r50_fpn_tv_finetune.py'",
+        repr(osp.join(REPO, 'configs', 'torchvision', 'retinanet_r50_fpn_tv_finetune.py'))))
+    commands = [line for line in steps.strip().splitlines() if line.strip()]
+    assert len(commands) == 2 and commands[1] == 'python tools/train.py my_pets_tv.py'
+    done = run(commands[0].replace('~/.cache/torch/hub/checkpoints/', f'{hub}/'), cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # one epoch of the 12: the loading, not the schedule
+    done = run(commands[1] + ' --cfg-options train_cfg.max_epochs=1', cwd)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    log = done.stdout + done.stderr
+    assert re.findall(r'size mismatch for (\S+):', log) == ['bbox_head.retina_cls.weight',
+                                                          'bbox_head.retina_cls.bias']
+    assert 'missing keys' not in log and 'unexpected key' not in log
+    converted = torch.load(tmp_path / 'checkpoints' / 'retinanet_r50_fpn_tv.pth',
+                           map_location='cpu', weights_only=False)['state_dict']
+    trained = torch.load(tmp_path / 'work_dirs' / 'my_pets_tv' / 'epoch_1.pth',
+                         map_location='cpu', weights_only=False)['state_dict']
+    assert set(trained) == set(converted)
+    assert trained['bbox_head.retina_cls.weight'].shape == (9 * len(NAMES), 256, 3, 3)
+    assert converted['bbox_head.retina_cls.weight'].shape == (9 * 91, 256, 3, 3)
+    # the frozen stem and first stage are the converted weights exactly; the rest trained from them
+    frozen = [k for k in converted if k.startswith(('backbone.conv1.', 'backbone.bn1.',
+                                                    'backbone.layer1.'))]
+    # stem: conv + bn (4 tensors); layer1: 3 blocks of 3 convs and 3 bns, and a downsample
+    assert len(frozen) == 5 + 3 * (3 + 3 * 4) + 5
+    assert all(torch.equal(trained[k], converted[k]) for k in frozen)
+    assert not torch.equal(trained['bbox_head.retina_reg.weight'],
+                           converted['bbox_head.retina_reg.weight'])
 
 
 def test_own_data_errors_name_the_key(tmp_path):
