@@ -211,6 +211,16 @@ def test_resume_with_missing_checkpoint_is_refused(tmp_path, shapes_root):
     assert 'nope.pth' in result.stderr
 
 
+def test_missing_load_from_is_refused_before_the_model_is_built(tmp_path, shapes_root):
+    config = write_config(tmp_path, shapes_root, max_epochs=1)
+    result = run([TRAIN, config, '--cfg-options', 'load_from=checkpoints/nope.pth'],
+                 cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert ("load_from='checkpoints/nope.pth': no such checkpoint file (relative to "
+            f'{tmp_path})') in result.stderr
+    assert 'Traceback' not in result.stderr and 'Epoch(train)' not in result.stdout
+
+
 def test_amp_on_cpu_trains_in_bfloat16_without_nan(tmp_path, shapes_root):
     config = write_config(tmp_path, shapes_root, max_epochs=2)
     work_dir = osp.join(str(tmp_path), 'amp')
