@@ -11,6 +11,7 @@ from mmengine.config import Config
 
 from detkit.engine import amp as amp_module
 from detkit.engine.amp import AmpFallbackWarning, enable_amp
+from detkit.models.layers import fuse_conv_bn
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 
@@ -52,12 +53,16 @@ def test_enable_amp_without_native_bf16_warns_once_and_stays_float32(monkeypatch
         assert enable_amp(Config.fromfile(str(SHAPES_CONFIG))) == 'float32'
 
 
-def channels_last_model(state_dict):
+def channels_last_model(state_dict, fused=True):
+    """The model as the inference fast path runs it: channels-last, batch norms folded."""
     cfg = small_retinanet_config()
     cfg.data_preprocessor.channels_last = True
     model = MODELS.build(cfg)
     model.load_state_dict(state_dict)
-    return model.eval()
+    model.eval()
+    if fused:
+        assert fuse_conv_bn(model) == 20   # ResNet-18: stem, 8 blocks x 2, 3 downsamples
+    return model
 
 
 def test_channels_last_survives_the_forward_pass(trained):
@@ -102,7 +107,7 @@ def test_fast_path_finds_the_float32_detections(trained):
 
 def test_fast_path_losses_match_float32(trained):
     model, images, samples, _ = trained
-    fast = channels_last_model(model.state_dict())
+    fast = channels_last_model(model.state_dict(), fused=False)  # training keeps its norms
     losses = {}
     for name, net, autocast in (('fp32', model, False), ('amp', fast, True)):
         net.train()

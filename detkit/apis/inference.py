@@ -25,6 +25,7 @@ from torch import Tensor
 
 from detkit.engine.amp import autocast_dtype, enable_amp
 from detkit.engine.own_data import apply_own_data
+from detkit.models.layers import fuse_conv_bn
 from detkit.registry import MODELS, TRANSFORMS, check_config_types
 from detkit.structures import Detections, DetSample
 
@@ -123,7 +124,9 @@ def init_detector(config: str | os.PathLike[str] | Config,
         amp: the fast path of ``--amp`` (:func:`detkit.engine.enable_amp`): on a CPU with
             native bfloat16, channels-last weights and batches and bfloat16 autocast in
             :func:`inference_detector`; on CUDA float16 autocast; elsewhere float32, with a
-            warning.
+            warning. With bfloat16 or float16 the batch norms are folded into the convolutions
+            before them (:func:`~detkit.models.layers.fuse_conv_bn`), so the model is for
+            inference only.
 
     Returns:
         The detector, in eval mode on ``device``.
@@ -163,7 +166,10 @@ def init_detector(config: str | os.PathLike[str] | Config,
     detector.dataset_meta = dict(classes=classes)
     detector.cfg = cfg
     detector.amp_dtype = amp_dtype
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if amp_dtype is not None:
+        fuse_conv_bn(model)  # batch norms folded into the convolutions: an inference-only model
+    return model
 
 
 def _init_onnx_detector(cfg: Config, checkpoint: str | os.PathLike[str],

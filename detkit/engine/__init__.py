@@ -4,6 +4,7 @@ from .amp import AmpFallbackWarning, cpu_model_name, enable_amp, native_cpu_bf16
 from .checkpoint_hook import AtomicLocalBackend, CheckpointHook, atomic_write
 from .config_checks import check_config, check_data_paths, missing_data_paths
 from .distributed import CPUDistributedDataParallel, configure_launcher
+from .fuse_hook import FuseConvBNHook
 from .generated_data import GENERATORS, generate_data_set, prepare_generated_data
 from .optim_wrappers import CPUAmpOptimWrapper
 from .progress import InferenceProgressHook, LoggerHook, ProgressBar
@@ -12,7 +13,8 @@ from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
 from .show_results import ShowResultsHook
 
 __all__ = ['AmpFallbackWarning', 'AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
-           'CPUDistributedDataParallel', 'GENERATORS', 'InferenceProgressHook', 'LoggerHook',
+           'CPUDistributedDataParallel', 'FuseConvBNHook', 'GENERATORS', 'InferenceProgressHook',
+           'LoggerHook',
            'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config', 'check_data_paths',
            'configure_launcher', 'cpu_model_name', 'enable_amp', 'enable_safe_resume',
            'generate_data_set', 'missing_data_paths', 'native_cpu_bf16',

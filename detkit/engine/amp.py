@@ -12,6 +12,11 @@
 
 bfloat16 touches only what autocast lowers (convolutions, matrix products); the heads decode
 boxes, rank and reduce losses in float32 (see their ``predict`` and ``loss``).
+
+For inference alone (``tools/test.py``, :func:`detkit.apis.init_detector`) ``--amp`` also folds
+the batch norms into the convolutions before them once the weights are loaded
+(:func:`~detkit.models.layers.fuse_conv_bn`; :class:`~detkit.engine.FuseConvBNHook` in the test
+loop), which a model that goes on training cannot do.
 """
 from __future__ import annotations
 
@@ -85,10 +90,11 @@ def enable_amp(cfg: Any, train: bool = True, device: str | torch.device | None =
 
     Args:
         cfg: the whole config; changed in place: ``optim_wrapper`` (when ``train``),
-            ``val_cfg``/``test_cfg`` (``fp16=True``) and ``model.data_preprocessor``
-            (``channels_last=True`` on the CPU fast path).
+            ``val_cfg``/``test_cfg`` (``fp16=True``), ``model.data_preprocessor``
+            (``channels_last=True`` on the CPU fast path) and, when not ``train``,
+            ``custom_hooks`` (:class:`~detkit.engine.FuseConvBNHook` for the test loop).
         train: also switch the optimizer wrapper (``tools/train.py``); ``tools/test.py`` only
-            needs the test loop and the model.
+            needs the test loop and the model, whose batch norms it may fold.
         device: where the model will run; None: CUDA when it is available (as mmengine's
             Runner places it), else the CPU.
 
@@ -105,12 +111,14 @@ def enable_amp(cfg: Any, train: bool = True, device: str | torch.device | None =
                 wrapper.type = 'AmpOptimWrapper'
                 wrapper.setdefault('loss_scale', 'dynamic')
         _loops_autocast(cfg)
+        _fuse_for_test(cfg, train)
         return 'cuda-fp16'
     if not cpu_amp_or_warn():
         return 'float32'
     if train:
         cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
     _loops_autocast(cfg)
+    _fuse_for_test(cfg, train)
     preprocessor = cfg.model.get('data_preprocessor')
     if preprocessor is None:
         cfg.model.data_preprocessor = dict(type='DetDataPreprocessor', channels_last=True)
@@ -132,3 +140,12 @@ def _loops_autocast(cfg: Any) -> None:
             continue
         section.setdefault('type', loop)
         section.fp16 = True
+
+
+def _fuse_for_test(cfg: Any, train: bool) -> None:
+    """A test-only run folds its batch norms once the checkpoint is loaded (FuseConvBNHook)."""
+    if train:
+        return
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(isinstance(h, dict) and h.get('type') == 'FuseConvBNHook' for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type='FuseConvBNHook')]

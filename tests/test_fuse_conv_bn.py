@@ -1,0 +1,130 @@
+"""fuse_conv_bn: batch norms folded into convolutions give the same function, for single layers
+and for every backbone's features, and --amp's inference paths fold them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from detkit.engine.amp import enable_amp
+from detkit.engine.fuse_hook import FuseConvBNHook
+from detkit.models.layers import ConvModule, FrozenBatchNorm2d, fuse_conv_bn
+from detkit.registry import MODELS
+
+CONFIGS = Path(__file__).resolve().parent.parent / 'configs'
+
+
+def randomise_norms(model: nn.Module, seed: int = 0) -> None:
+    """Statistics and affine parameters far from the identity, so that a missed or wrong fold
+    shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
+                m.running_var.copy_(torch.rand(c, generator=gen) * 2 + 0.2)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                    m.bias.copy_(torch.randn(c, generator=gen) * 0.3)
+
+
+@pytest.mark.parametrize('bias,groups,norm', [(False, 1, 'BN'), (True, 1, 'BN'),
+                                              (False, 4, 'FrozenBN'), (True, 1, 'BN-noaffine')])
+def test_a_folded_pair_is_the_same_function(bias, groups, norm):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 12, 3, stride=2, padding=1, groups=groups, bias=bias)
+    bn = {'BN': nn.BatchNorm2d(12), 'FrozenBN': FrozenBatchNorm2d(12, eps=1e-3),
+          'BN-noaffine': nn.BatchNorm2d(12, affine=False)}[norm]
+    model = nn.Sequential(conv, bn, nn.ReLU()).eval()
+    randomise_norms(model)
+    x = torch.randn(2, 8, 17, 20)
+    expected = model(x)
+    assert fuse_conv_bn(model) == 1
+    assert isinstance(model[1], nn.Identity) and model[0].bias is not None
+    assert not model[0].weight.requires_grad
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    # by hand for one output: s * (conv(x) + b - mean) + beta
+    scale = (bn.weight if bn.weight is not None else 1) / (bn.running_var + bn.eps).sqrt()
+    assert torch.allclose(model[0].weight, conv.weight * scale[:, None, None, None], atol=1e-6)
+
+
+def test_the_layout_is_kept_and_what_cannot_fold_stays():
+    conv = ConvModule(4, 6, 3, padding=1, norm_cfg=dict(type='GN', num_groups=2))
+    lone_bn = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(4))   # follows no convolution
+    wrong_width = nn.Sequential(nn.Conv2d(4, 6, 1), nn.BatchNorm2d(4))
+    kept = nn.Sequential(nn.Conv2d(4, 6, 1), nn.BatchNorm2d(6)).to(
+        memory_format=torch.channels_last)
+    model = nn.ModuleList([conv, lone_bn, wrong_width, kept]).eval()
+    assert fuse_conv_bn(model) == 1
+    assert isinstance(conv.gn, nn.GroupNorm) and isinstance(lone_bn[1], nn.BatchNorm2d)
+    assert isinstance(wrong_width[1], nn.BatchNorm2d) and isinstance(kept[1], nn.Identity)
+    assert kept[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_training_model_is_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match=r"batch norm\(s\) are in training mode \(first: '1'\); "
+                                         r'call model.eval\(\) first'):
+        fuse_conv_bn(model)
+
+
+@pytest.mark.parametrize('config,pairs', [
+    ('retinanet_r50.py', 53),                       # ResNet-50: stem + 16 blocks x 3 + 4 down
+    ('torchvision/retinanet_r50_fpn_tv.py', 53),    # the same with FrozenBatchNorm2d
+    ('retinanet_mobilenetv2.py', 52),               # stem, 17 blocks (2 or 3 convs), final conv
+    ('faster_rcnn_r50.py', 53),
+])
+def test_every_backbone_gives_the_same_features_fused(config, pairs):
+    cfg = Config.fromfile(str(CONFIGS / config))
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg).eval()
+    randomise_norms(model)
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        expected = model.extract_feat(x)
+        assert fuse_conv_bn(model) == pairs
+        assert not [m for m in model.modules()
+                    if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
+        fused = model.extract_feat(x)
+    for a, b in zip(fused, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+def test_amp_inference_paths_fold(monkeypatch, tmp_path):
+    monkeypatch.setenv('DETKIT_CPU_BF16', '1')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = Config.fromfile(str(CONFIGS / 'retinanet_r50_shapes.py'))
+    enable_amp(cfg, train=False)
+    assert [h for h in cfg.custom_hooks if h['type'] == 'FuseConvBNHook'] == [
+        dict(type='FuseConvBNHook')]
+    enable_amp(cfg, train=False)   # a second call adds no second hook
+    assert sum(h['type'] == 'FuseConvBNHook' for h in cfg.custom_hooks) == 1
+    training = Config.fromfile(str(CONFIGS / 'retinanet_r50_shapes.py'))
+    enable_amp(training, train=True)
+    assert not any(h['type'] == 'FuseConvBNHook' for h in training.get('custom_hooks', []))
+
+    # the hook folds the test model (the quick start's GroupNorm: nothing to fold; ResNet's BN)
+    class Runner:
+        logger = __import__('logging').getLogger('test')
+    model_cfg = Config.fromfile(str(CONFIGS / 'retinanet_r50.py')).model
+    model_cfg.backbone.init_cfg = None
+    runner = Runner()
+    runner.model = MODELS.build(model_cfg)
+    hook = FuseConvBNHook()
+    hook.before_test(runner)
+    assert hook.fused == 53 and not runner.model.training
+
+    # init_detector(amp=True): an inference-only model, folded
+    from detkit.apis import init_detector
+    with pytest.warns(UserWarning, match='random weights'):
+        detector = init_detector(str(CONFIGS / 'retinanet_r50.py'), None, amp=True)
+    assert not [m for m in detector.modules() if isinstance(m, nn.BatchNorm2d)]
+    with pytest.warns(UserWarning, match='random weights'):
+        plain = init_detector(str(CONFIGS / 'retinanet_r50.py'), None)
+    assert len([m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]) == 53
