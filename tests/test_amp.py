@@ -10,8 +10,7 @@ import torch
 from mmengine.config import Config
 
 from detkit.engine import amp as amp_module
-from detkit.engine.amp import AmpFallbackWarning, enable_amp
-from detkit.models.layers import fuse_conv_bn
+from detkit.engine.amp import AmpFallbackWarning, enable_amp, prepare_inference_model
 from detkit.models.task_utils import bbox_overlaps
 from detkit.registry import MODELS
 
@@ -54,14 +53,17 @@ def test_enable_amp_without_native_bf16_warns_once_and_stays_float32(monkeypatch
 
 
 def channels_last_model(state_dict, fused=True):
-    """The model as the inference fast path runs it: channels-last, batch norms folded."""
+    """The model as the inference fast path runs it: channels-last, batch norms folded,
+    convolution and linear weights in bfloat16 (``fused``), or as training runs it."""
     cfg = small_retinanet_config()
     cfg.data_preprocessor.channels_last = True
     model = MODELS.build(cfg)
     model.load_state_dict(state_dict)
     model.eval()
     if fused:
-        assert fuse_conv_bn(model) == 20   # ResNet-18: stem, 8 blocks x 2, 3 downsamples
+        # ResNet-18's 20 norms (stem, 8 blocks x 2, 3 downsamples) folded; its 20 convolutions,
+        # the FPN's 8 and the head's 4 in bfloat16
+        assert prepare_inference_model(model, torch.bfloat16) == (20, 32)
     return model
 
 

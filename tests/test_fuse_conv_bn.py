@@ -9,8 +9,8 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from detkit.engine import InferenceFastPathHook
 from detkit.engine.amp import enable_amp
-from detkit.engine.fuse_hook import FuseConvBNHook
 from detkit.models.layers import ConvModule, FrozenBatchNorm2d, fuse_conv_bn
 from detkit.registry import MODELS
 
@@ -101,30 +101,38 @@ def test_amp_inference_paths_fold(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     cfg = Config.fromfile(str(CONFIGS / 'retinanet_r50_shapes.py'))
     enable_amp(cfg, train=False)
-    assert [h for h in cfg.custom_hooks if h['type'] == 'FuseConvBNHook'] == [
-        dict(type='FuseConvBNHook')]
+    assert [h for h in cfg.custom_hooks if h['type'] == 'InferenceFastPathHook'] == [
+        dict(type='InferenceFastPathHook', dtype='bfloat16')]
     enable_amp(cfg, train=False)   # a second call adds no second hook
-    assert sum(h['type'] == 'FuseConvBNHook' for h in cfg.custom_hooks) == 1
+    assert sum(h['type'] == 'InferenceFastPathHook' for h in cfg.custom_hooks) == 1
     training = Config.fromfile(str(CONFIGS / 'retinanet_r50_shapes.py'))
     enable_amp(training, train=True)
-    assert not any(h['type'] == 'FuseConvBNHook' for h in training.get('custom_hooks', []))
+    assert not any(h['type'] == 'InferenceFastPathHook'
+                   for h in training.get('custom_hooks', []))
 
-    # the hook folds the test model (the quick start's GroupNorm: nothing to fold; ResNet's BN)
+    # the hook makes the test model inference-only: ResNet-50's 53 norms folded, 71 convolutions
+    # (ResNet 53; FPN 3 lateral, 3 output, 2 extra; head 2 towers of 4, 2 predictors) in bfloat16
     class Runner:
         logger = __import__('logging').getLogger('test')
     model_cfg = Config.fromfile(str(CONFIGS / 'retinanet_r50.py')).model
     model_cfg.backbone.init_cfg = None
     runner = Runner()
     runner.model = MODELS.build(model_cfg)
-    hook = FuseConvBNHook()
+    hook = InferenceFastPathHook(dtype='bfloat16')
     hook.before_test(runner)
-    assert hook.fused == 53 and not runner.model.training
+    assert (hook.fused, hook.cast) == (53, 71) and not runner.model.training
+    convs = [m for m in runner.model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.weight.dtype == torch.bfloat16 for m in convs)
+    assert all(m.bias.dtype == torch.bfloat16 for m in convs if m.bias is not None)
+    with pytest.raises(ValueError, match="dtype must be 'bfloat16' or 'float16', got 'int8'"):
+        InferenceFastPathHook(dtype='int8')
 
     # init_detector(amp=True): an inference-only model, folded
     from detkit.apis import init_detector
     with pytest.warns(UserWarning, match='random weights'):
         detector = init_detector(str(CONFIGS / 'retinanet_r50.py'), None, amp=True)
     assert not [m for m in detector.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert detector.backbone.conv1.weight.dtype == torch.bfloat16
     with pytest.warns(UserWarning, match='random weights'):
         plain = init_detector(str(CONFIGS / 'retinanet_r50.py'), None)
     assert len([m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]) == 53

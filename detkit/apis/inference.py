@@ -23,9 +23,8 @@ import torch
 from mmengine.config import Config
 from torch import Tensor
 
-from detkit.engine.amp import autocast_dtype, enable_amp
+from detkit.engine.amp import autocast_dtype, enable_amp, prepare_inference_model
 from detkit.engine.own_data import apply_own_data
-from detkit.models.layers import fuse_conv_bn
 from detkit.registry import MODELS, TRANSFORMS, check_config_types
 from detkit.structures import Detections, DetSample
 
@@ -124,9 +123,9 @@ def init_detector(config: str | os.PathLike[str] | Config,
         amp: the fast path of ``--amp`` (:func:`detkit.engine.enable_amp`): on a CPU with
             native bfloat16, channels-last weights and batches and bfloat16 autocast in
             :func:`inference_detector`; on CUDA float16 autocast; elsewhere float32, with a
-            warning. With bfloat16 or float16 the batch norms are folded into the convolutions
-            before them (:func:`~detkit.models.layers.fuse_conv_bn`), so the model is for
-            inference only.
+            warning. With bfloat16 or float16 the model is made inference-only
+            (:func:`~detkit.engine.amp.prepare_inference_model`: batch norms folded into
+            the convolutions, their weights stored in that dtype).
 
     Returns:
         The detector, in eval mode on ``device``.
@@ -168,7 +167,7 @@ def init_detector(config: str | os.PathLike[str] | Config,
     detector.amp_dtype = amp_dtype
     model = model.to(device).eval()
     if amp_dtype is not None:
-        fuse_conv_bn(model)  # batch norms folded into the convolutions: an inference-only model
+        prepare_inference_model(model, amp_dtype)  # norms folded, weights in amp_dtype
     return model
 
 

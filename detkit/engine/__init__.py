@@ -1,11 +1,17 @@
 """Training-time pieces around mmengine's Runner: crash-safe and exactly resumable checkpoints,
 safe checkpoint loading, config checks, generated data sets, progress, CPU mixed precision."""
-from .amp import AmpFallbackWarning, cpu_model_name, enable_amp, native_cpu_bf16
+from .amp import (
+    AmpFallbackWarning,
+    cpu_model_name,
+    enable_amp,
+    native_cpu_bf16,
+    prepare_inference_model,
+)
 from .checkpoint_hook import AtomicLocalBackend, CheckpointHook, atomic_write
 from .config_checks import check_config, check_data_paths, missing_data_paths
 from .distributed import CPUDistributedDataParallel, configure_launcher
-from .fuse_hook import FuseConvBNHook
 from .generated_data import GENERATORS, generate_data_set, prepare_generated_data
+from .inference_hook import InferenceFastPathHook
 from .optim_wrappers import CPUAmpOptimWrapper
 from .progress import InferenceProgressHook, LoggerHook, ProgressBar
 from .rng_state_hook import RNGStateHook
@@ -13,9 +19,10 @@ from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
 from .show_results import ShowResultsHook
 
 __all__ = ['AmpFallbackWarning', 'AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
-           'CPUDistributedDataParallel', 'FuseConvBNHook', 'GENERATORS', 'InferenceProgressHook',
-           'LoggerHook',
+           'CPUDistributedDataParallel', 'GENERATORS', 'InferenceFastPathHook',
+           'InferenceProgressHook', 'LoggerHook',
            'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config', 'check_data_paths',
            'configure_launcher', 'cpu_model_name', 'enable_amp', 'enable_safe_resume',
            'generate_data_set', 'missing_data_paths', 'native_cpu_bf16',
-           'prepare_generated_data', 'safe_checkpoint_globals', 'ShowResultsHook']
+           'prepare_generated_data', 'prepare_inference_model', 'safe_checkpoint_globals',
+           'ShowResultsHook']

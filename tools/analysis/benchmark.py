@@ -15,9 +15,9 @@ whose speed drifts slows all alike:
   scaling in training) on CUDA;
 * ``detkit fp32`` and ``detkit --amp``: the config's model, in float32 and as ``--amp`` builds it
   (:func:`detkit.engine.enable_amp`: on a CPU with native bfloat16, bf16 autocast and
-  channels-last weights and batches, and for inference the batch norms folded into the
-  convolutions as ``init_detector(amp=True)`` and ``tools/test.py --amp`` fold them; without
-  native bfloat16, float32);
+  channels-last weights and batches, and for inference the model made inference-only as
+  ``init_detector(amp=True)`` and ``tools/test.py --amp`` make it (batch norms folded into the
+  convolutions, weights stored in bfloat16); without native bfloat16, float32);
 * with ``--compile`` (inference): ``detkit --amp`` under ``torch.compile`` too.
 
 ``inference`` times preprocessing, forward and post-processing (NMS included) in eval mode;
@@ -59,8 +59,8 @@ from detkit.engine.amp import (  # noqa: E402
     cpu_bf16_flags,
     cpu_model_name,
     enable_amp,
+    prepare_inference_model,
 )
-from detkit.models.layers import fuse_conv_bn  # noqa: E402
 from detkit.registry import MODELS  # noqa: E402
 from detkit.structures import DetSample  # noqa: E402
 
@@ -365,7 +365,7 @@ def build_variants(config: str, args: argparse.Namespace, task: str, images, tar
         detkit_amp = build_detkit(amp_cfg, args.checkpoint, device)
         detkit_amp.load_state_dict(detkit_fp32.state_dict())  # the same random weights
     if amp and task == 'inference':
-        fuse_conv_bn(detkit_amp.eval())  # as init_detector(amp=True) and test.py --amp do
+        prepare_inference_model(detkit_amp, amp_dtype)  # as init_detector(amp=True), test.py
     variants = [Variant('detkit fp32', torch.float32,
                         detkit_runner(detkit_fp32, images, targets, task, False, device),
                         len(images)),
