@@ -204,8 +204,8 @@ def test_retinanet_drops_empty_boxes_with_min_bbox_size_zero():
 
     def detections(min_bbox_size):
         head.test_cfg = head.test_cfg.from_config(dict(min_bbox_size=min_bbox_size))
-        return head._predict_single([anchors], [torch.tensor([[0.9, 0.0, 0.0],
-                                                              [0.8, 0.0, 0.0]])],
+        probs = torch.tensor([[0.9, 0.0, 0.0], [0.8, 0.0, 0.0]])
+        return head._predict_single([anchors], [torch.logit(probs)],
                                     [torch.zeros(2, 4)], sample, rescale=True)
 
     assert len(detections(0)) == 1 and len(detections(-1)) == 2

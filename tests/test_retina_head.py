@@ -409,3 +409,30 @@ def test_dense_test_config_rejects_unknown_keys_and_nms_types():
         DenseTestConfig.from_config(dict(nms=dict(type='soft_nms', iou_threshold=0.5)))
     with pytest.raises(KeyError, match='max_per_image'):
         build_head(test_cfg=dict(max_per_image=10))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('score_thr', [1e-6, 0.01, 0.05, 0.3, 0.5, 0.9, 0.999])
+def test_the_logit_bound_keeps_every_logit_whose_score_passes(dtype, score_thr):
+    from detkit.models.task_utils import logit_lower_bound
+    # every representable value of dtype from -20 to 20 (float32: a dense grid of them)
+    if dtype == torch.bfloat16:
+        grid = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+        logits = grid[(grid.float() > -20) & (grid.float() < 20)]
+    else:
+        logits = torch.linspace(-20, 20, 2_000_001, dtype=torch.float32)
+    bound = logit_lower_bound(score_thr)
+    passes = logits.float().sigmoid() > score_thr
+    kept = logits > bound   # compared in the logits' dtype, as RetinaHead compares them
+    assert bool(passes.any()) and not bool((passes & ~kept).any())
+    # and the bound is tight: what it keeps but the threshold drops lies within its margin
+    extra = logits[kept & ~passes].float()
+    exact = math.log(score_thr / (1 - score_thr))
+    assert extra.numel() == 0 or float(extra.min()) > exact - 0.06 - abs(exact) * 2 ** -5
+
+
+def test_the_logit_bound_at_the_ends():
+    from detkit.models.task_utils import logit_lower_bound
+    assert logit_lower_bound(0.0) == logit_lower_bound(-1.0) == -math.inf
+    assert logit_lower_bound(1.0) == logit_lower_bound(2.0) == math.inf
+    assert logit_lower_bound(0.5) == pytest.approx(-0.05)

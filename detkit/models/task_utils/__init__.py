@@ -11,6 +11,7 @@ from .postprocess import (
     RoITestConfig,
     batch_input_shape,
     flatten_levels,
+    logit_lower_bound,
     read_test_config,
     rescale_and_nms,
 )
@@ -20,5 +21,5 @@ from .roi_extractor import MultiLevelRoIAlign, map_rois_to_levels
 __all__ = ['AnchorGenerator', 'AssignResult', 'DeltaXYWHBBoxCoder', 'DenseTestConfig',
            'MaxIoUAssigner', 'MultiLevelRoIAlign', 'ProposalConfig', 'RandomSampler',
            'RoITestConfig', 'SamplingResult', 'bbox_overlaps', 'flatten_levels',
-           'map_rois_to_levels', 'mean_over_processes', 'rescale_and_nms',
+           'logit_lower_bound', 'map_rois_to_levels', 'mean_over_processes', 'rescale_and_nms',
            'batch_input_shape', 'read_test_config', 'trainable_anchors']

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence, TypeVar, cast
 
@@ -165,6 +166,31 @@ def batch_input_shape(samples: Sequence[DetSample]) -> tuple[int, int] | None:
         return None
     height, width = (int(v) for v in samples[0].batch_input_shape)
     return (height, width) if min(height, width) > 0 else None
+
+
+def logit_lower_bound(score_thr: float) -> float:
+    """A logit below which no sigmoid score exceeds ``score_thr``, with room for rounding.
+
+    ``sigmoid(x) > t`` holds exactly when ``x > log(t / (1 - t))``. A head can then take the
+    sigmoid of only the logits above this bound and threshold those: the candidates are those
+    of taking the sigmoid of every logit. The bound sits below the exact logit ``x`` by
+    ``0.05 + 2**-6 |x|``: more than the rounding of the bound to bfloat16 when the comparison
+    runs in the logits' dtype (half a bfloat16 step is at most ``2**-8 |x|``) and than a float32
+    sigmoid's error.
+
+    Args:
+        score_thr: the score threshold, any float.
+
+    Returns:
+        The bound; ``-inf`` when every score can pass (``score_thr <= 0``), ``inf`` when none
+        can (``score_thr >= 1``).
+    """
+    if not score_thr > 0:
+        return -math.inf
+    if score_thr >= 1:
+        return math.inf
+    exact = math.log(score_thr / (1 - score_thr))
+    return exact - 0.05 - abs(exact) * 2 ** -6
 
 
 def rescale_and_nms(boxes: Tensor, scores: Tensor, labels: Tensor, *, nms_iou_thr: float,
