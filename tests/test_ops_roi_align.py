@@ -7,7 +7,8 @@ one ``torchvision.ops.roi_align`` call per level, differentiated by autograd.
 
 Bounds: float32 forward and gradient within 1e-5 (absolute and relative) of the reference,
 float64 within 1e-10; the kernel performs torchvision's operations in its order, so the values
-are in fact equal, which ``test_float32_bits_equal_torchvision`` asserts.
+are in fact equal, which ``test_float32_bits_equal_torchvision`` asserts. The bfloat16 forward
+(inference) equals the float32 result rounded to bfloat16 bit for bit.
 """
 from __future__ import annotations
 
@@ -64,6 +65,19 @@ def random_levels(gen, num_rois, skip_level=2):
     """Random levels, none of them ``skip_level`` (a level that gets no RoI)."""
     choices = torch.tensor([level for level in range(len(STRIDES)) if level != skip_level])
     return choices[torch.randint(0, len(choices), (num_rois,), generator=gen)]
+
+
+def spy_forward(monkeypatch):
+    """The maps handed to each call of the compiled forward, recorded from now on."""
+    calls = []
+    real = roi_align_module._run_forward
+
+    def spy(kernels, feats, *args):
+        calls.append(list(feats))
+        return real(kernels, feats, *args)
+
+    monkeypatch.setattr(roi_align_module, '_run_forward', spy)
+    return calls
 
 
 def run(op, feats, rois, levels, grad_output=None, **options):
@@ -261,12 +275,16 @@ def test_non_finite_roi_pools_to_nan_and_passes_no_gradient(gen, cpu_kernels):
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_half_types_are_computed_in_float32(gen, cpu_kernels, dtype):
+def test_half_types_are_computed_in_float32(gen, cpu_kernels, monkeypatch, dtype):
+    """With a gradient (and float16 always) the maps are cast to float32 for the float32 kernel;
+    the output and gradients are its results cast back."""
     feats = random_feats(gen, dtype=dtype)
     rois = random_rois(gen, 40, batch=3)
     levels = random_levels(gen, rois.shape[0])
     grad_output = torch.randn(rois.shape[0], 5, 7, 7, generator=gen).to(dtype)
+    calls = spy_forward(monkeypatch)
     out, grads = run(multi_level_roi_align, feats, rois, levels, grad_output)
+    assert [f.dtype for f in calls[0]] == [torch.float32] * len(feats)
     wide_out, wide_grads = run(multi_level_roi_align, [f.float() for f in feats], rois, levels,
                                grad_output.float())
     assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
@@ -275,6 +293,70 @@ def test_half_types_are_computed_in_float32(gen, cpu_kernels, dtype):
         assert torch.equal(grad, wide_grad.to(dtype))
     ref = multi_level_roi_align_reference([f.float() for f in feats], rois, levels, SCALES)
     assert_close(wide_out, ref, 1e-5, 1e-5, what='float32 result')
+    # the same maps without grad mode: bfloat16 takes the kernel's bfloat16 forward, same bits
+    with torch.no_grad():
+        inference = multi_level_roi_align([f.requires_grad_() for f in feats], rois, levels,
+                                          SCALES)
+    assert calls[-1][0].dtype == (dtype if dtype == torch.bfloat16 else torch.float32)
+    assert torch.equal(inference, out)
+
+
+@pytest.mark.parametrize('sampling_ratio', [0, 2])
+@pytest.mark.parametrize('aligned', [True, False])
+@pytest.mark.parametrize('channels', [256, 37])
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_bfloat16_inference_is_the_float32_result_rounded(gen, cpu_kernels, monkeypatch,
+                                                          channels_last, channels, aligned,
+                                                          sampling_ratio):
+    """Without a gradient, bfloat16 maps go to the kernel as they are (channels-last ones read in
+    place) and the output is written in bfloat16: each element the float32 kernel's result
+    rounded to bfloat16, bit for bit."""
+    feats = random_feats(gen, batch=2, channels=channels, dtype=torch.bfloat16)
+    if channels_last:
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    rois = random_rois(gen, 60, batch=2)  # many partly or wholly outside the image
+    levels = random_levels(gen, rois.shape[0], skip_level=-1)
+    options = dict(output_size=7, sampling_ratio=sampling_ratio, aligned=aligned)
+    calls = spy_forward(monkeypatch)
+    out = multi_level_roi_align(feats, rois, levels, SCALES, **options)
+    assert [f.dtype for f in calls[0]] == [torch.bfloat16] * len(feats)
+    if channels_last:  # no copies
+        assert [f.data_ptr() for f in calls[0]] == [f.data_ptr() for f in feats]
+    wide = multi_level_roi_align([f.float() for f in feats], rois, levels, SCALES, **options)
+    assert out.dtype == torch.bfloat16 and out.shape == (rois.shape[0], channels, 7, 7)
+    assert torch.equal(out, wide.to(torch.bfloat16))
+    assert not torch.equal(out.float(), wide)  # the float32 results were rounded
+    assert float(out.float().abs().sum()) > 0
+    assert torch.count_nonzero(out[-7:-5]) == 0  # the wholly outside RoIs
+
+
+def test_bfloat16_inference_per_isa(gen, isa):
+    # 37 channels: 8 x 8 blocks of the NCHW transposition and ragged edges, vector tails
+    feats = random_feats(gen, batch=2, channels=37, dtype=torch.bfloat16)
+    rois = random_rois(gen, 40, batch=2)
+    levels = random_levels(gen, rois.shape[0], skip_level=-1)
+    wide = multi_level_roi_align([f.float() for f in feats], rois, levels, SCALES)
+    for maps in (feats, [f.contiguous(memory_format=torch.channels_last) for f in feats]):
+        with torch.no_grad():
+            out = multi_level_roi_align(maps, rois, levels, SCALES)
+        assert out.dtype == torch.bfloat16
+        assert torch.equal(out, wide.to(torch.bfloat16)), isa
+
+
+def test_bfloat16_inference_non_finite_roi_pools_to_nan(gen, cpu_kernels):
+    feats = random_feats(gen, dtype=torch.bfloat16)
+    rois = random_rois(gen, 20, batch=3)
+    levels = random_levels(gen, rois.shape[0])
+    rois[3, 2] = float('nan')
+    rois[7, 4] = float('inf')
+    rois[9, 0] = float('nan')  # the batch index too
+    with torch.no_grad():
+        out = multi_level_roi_align(feats, rois, levels, SCALES)
+    assert out.dtype == torch.bfloat16
+    assert torch.isnan(out[[3, 7, 9]]).all()
+    keep = torch.tensor([i not in (3, 7, 9) for i in range(rois.shape[0])])
+    wide = multi_level_roi_align([f.float() for f in feats], rois, levels, SCALES)
+    assert torch.equal(out[keep], wide[keep].to(torch.bfloat16))
 
 
 def test_fallback_without_kernel_runs_the_reference(gen, cpu_kernels, monkeypatch):
@@ -401,7 +483,16 @@ def test_kernel_checks_its_arguments(cpu_kernels):
         forward(feats, rois, levels, [0.25, 0.125], 7, 0, True, torch.zeros(2, 3, 5, 5))
     with pytest.raises(RuntimeError, match=r'spatial_scales\[1\] must be a finite number > 0'):
         forward(feats, rois, levels, [0.25, -1.0], 7, 0, True, out)
+    with pytest.raises(RuntimeError, match='feats must be float32, float64 or bfloat16, got Half'):
+        forward([f.half() for f in feats], rois, levels, [0.25, 0.125], 7, 0, True, out.half())
+    bf16_feats = [f.bfloat16() for f in feats]
+    with pytest.raises(RuntimeError, match='rois must be Float, got BFloat16'):  # float32 RoIs
+        forward(bf16_feats, rois.bfloat16(), levels, [0.25, 0.125], 7, 0, True, out.bfloat16())
+    with pytest.raises(RuntimeError, match='out must be BFloat16, got Float'):
+        forward(bf16_feats, rois, levels, [0.25, 0.125], 7, 0, True, out)
     grads = [torch.zeros_like(f) for f in feats]
+    with pytest.raises(RuntimeError, match='grad_output must be float32 or float64, got BFloat16'):
+        backward(out.bfloat16(), rois, levels, [0.25, 0.125], 0, True, bf16_feats)
     with pytest.raises(RuntimeError, match=r'grad_feats\[0\] must be Float, got Double'):
         backward(out, rois, levels, [0.25, 0.125], 0, True, [grads[0].double(), grads[1]])
     with pytest.raises(RuntimeError, match=r'grad_output must have shape \(2, 3, S, S\)'):

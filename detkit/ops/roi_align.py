@@ -49,11 +49,15 @@ def multi_level_roi_align(feats: Sequence[Tensor], rois: Tensor, levels: Tensor,
                           sampling_ratio: int = 0, aligned: bool = True) -> Tensor:
     """RoIAlign of each RoI on the pyramid level ``levels[r]``, as one op.
 
-    CPU float32/float64 tensors run the fused C++ kernel (threads: ``torch.get_num_threads()``);
-    CPU float16/bfloat16 maps are computed in float32 and the result cast back; CUDA tensors,
-    and CPU tensors where the compiled kernel is unavailable (one :class:`OpsFallbackWarning`),
-    run :func:`multi_level_roi_align_reference`. Differentiable with respect to ``feats``
-    (``rois`` get no gradient, as in torchvision).
+    CPU float32/float64 tensors run the fused C++ kernel (threads: ``torch.get_num_threads()``).
+    CPU bfloat16 maps that need no gradient (inference under ``--amp``) run the kernel's
+    bfloat16 forward: it reads the maps as they are, computes in float32 and writes each output
+    element rounded to bfloat16 (to nearest, ties to even), the bits of casting the maps to
+    float32, pooling and casting the result back, without those two copies. CPU float16 maps,
+    and bfloat16 maps that need a gradient, are computed in float32 and the result cast back
+    (the gradients too). CUDA tensors, and CPU tensors where the compiled kernel is
+    unavailable (one :class:`OpsFallbackWarning`), run :func:`multi_level_roi_align_reference`.
+    Differentiable with respect to ``feats`` (``rois`` get no gradient, as in torchvision).
 
     Args:
         feats: ``L`` maps ``(B, C, H_l, W_l)``, one per level, of one dtype and device.
@@ -94,14 +98,19 @@ def multi_level_roi_align(feats: Sequence[Tensor], rois: Tensor, levels: Tensor,
         return _pool_per_level(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
                                aligned)
     compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    feats = [_kernel_layout(f.to(compute_dtype)) for f in feats]
     rois = rois.to(compute_dtype).contiguous()
     levels = levels.to(torch.int64).contiguous()
     kernels = _extension.kernels_for(rois.device)
+    needs_grad = torch.is_grad_enabled() and any(f.requires_grad for f in feats)
+    if dtype == torch.bfloat16 and kernels is not None and not needs_grad:
+        # the kernel's bfloat16 forward: bfloat16 in and out, float32 inside
+        return _run_forward(kernels, [_kernel_layout(f) for f in feats], rois, levels,
+                            spatial_scales, output_size, sampling_ratio, aligned)
+    feats = [_kernel_layout(f.to(compute_dtype)) for f in feats]
     if kernels is None:
         out = _pool_per_level(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
                               aligned)
-    elif torch.is_grad_enabled() and any(f.requires_grad for f in feats):
+    elif needs_grad:
         out = _FusedMultiLevelRoIAlign.apply(rois, levels, spatial_scales, output_size,
                                              sampling_ratio, aligned, kernels, *feats)
     else:
@@ -117,7 +126,8 @@ def multi_level_roi_align_reference(feats: Sequence[Tensor], rois: Tensor, level
 
     The fallback of :func:`multi_level_roi_align` and the tests' reference: the RoIs of each
     level are gathered, pooled from that level and scattered into the output; differentiable
-    through torchvision. Computes in the dtype of ``feats`` (torchvision's kernels).
+    through torchvision. Computes in the dtype of ``feats`` (torchvision's kernels), float16 and
+    bfloat16 maps in float32 with float32 RoIs, the result cast back.
 
     Args:
         feats: ``L`` maps ``(B, C, H_l, W_l)`` of one dtype and device.
@@ -146,12 +156,16 @@ def _pool_per_level(feats: list[Tensor], rois: Tensor, levels: Tensor,
     if num_rois > 0 and not torch.compiler.is_compiling():
         _check_ranges(rois, levels, len(feats), feats[0].shape[0])
     out = feats[0].new_zeros((num_rois, feats[0].shape[1], output_size, output_size))
-    rois = rois.to(feats[0].dtype)
+    # float16/bfloat16 maps are pooled in float32 (as the CPU kernel pools them), with float32
+    # RoIs: a half-precision box corner near 1000 px would be off by up to 2 px
+    compute_dtype = torch.promote_types(feats[0].dtype, torch.float32)
+    rois = rois.to(compute_dtype)
     for level, (feat, scale) in enumerate(zip(feats, spatial_scales)):
         index = torch.nonzero(levels == level).squeeze(1)
         if index.numel() == 0:
             continue
-        pooled = roi_align(feat, rois[index], output_size=(output_size, output_size),
+        pooled = roi_align(feat.to(compute_dtype), rois[index],
+                           output_size=(output_size, output_size),
                            spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=aligned)
         out.index_copy_(0, index, pooled.to(out.dtype))
     return out

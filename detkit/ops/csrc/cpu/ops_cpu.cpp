@@ -107,9 +107,10 @@ TORCH_LIBRARY(detkit_cpu, m) {
       "Tensor group_table, Tensor(a!) loss_out, Tensor(b!)? grad_out, "
       "Tensor? grad_scale=None) -> ()");
   // Multi-level RoIAlign (roi_align_cpu.cpp). feats: one (B, C, H_l, W_l) map per level, all
-  // float32 or all float64; rois: (R, 5) (batch_index, x1, y1, x2, y2) in image pixels, the
-  // dtype of feats; levels: (R,) int64 level of each RoI; spatial_scales: one per level;
-  // out: (R, C, output_size, output_size).
+  // float32, all float64 or (forward only) all bfloat16; rois: (R, 5) (batch_index, x1, y1, x2,
+  // y2) in image pixels, the dtype of feats (float32 for bfloat16 feats); levels: (R,) int64
+  // level of each RoI; spatial_scales: one per level; out: (R, C, output_size, output_size),
+  // the dtype of feats.
   m.def(
       "multi_level_roi_align_forward(Tensor[] feats, Tensor rois, Tensor levels, "
       "float[] spatial_scales, int output_size, int sampling_ratio, bool aligned, "

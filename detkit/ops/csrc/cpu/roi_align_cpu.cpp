@@ -26,6 +26,14 @@
 // thread); the backward gives each thread a range of channels for all RoIs in their order, so no
 // two threads add into the same element and every sum is taken in the same order whatever the
 // thread count: no atomics, the same bits for 1 and N threads.
+//
+// Types: the forward reads maps and writes its output in a storage type D and computes in T:
+// D = T for float32 and float64; D = bfloat16 with T = float32 (the --amp inference path, no
+// gradient). A bfloat16 element widens to float32 exactly and the float32 operations are the
+// ones above, so each output element is the float32 result rounded to bfloat16 (to nearest,
+// ties to even, as c10::BFloat16(float) and Tensor.to(torch.bfloat16) round): the bits of
+// casting the maps to float32, pooling and casting the result back, without those copies. The
+// backward is float32 and float64 only.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -35,6 +43,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
 #include "../checks.h"
@@ -65,19 +74,20 @@ constexpr int64_t kForwardChannelChunk = 256;  // channels of one forward work i
 constexpr int64_t kBackwardChannelBlock = 16;  // channel granularity of the backward split
 constexpr int64_t kTransposeTile = 64;  // pixels (or channels) per transpose tile
 
-// One level of the pyramid as the kernels see it: channels-last, (B, H, W, C).
-template <typename T>
+// One level of the pyramid as the kernels see it: channels-last, (B, H, W, C), elements of type
+// D (the storage type), geometry in T (the compute type).
+template <typename T, typename D = T>
 struct Level {
-  T* data;  // null when no RoI reads this level
+  D* data;  // null when no RoI reads this level
   int64_t height;
   int64_t width;
   T scale;
   bool channels_last;  // the caller's map is (B, H, W, C) in memory: no transposed copy
 };
 
-template <typename T>
+template <typename T, typename D = T>
 struct Pyramid {
-  std::vector<Level<T>> levels;
+  std::vector<Level<T, D>> levels;
   int64_t batch;
   int64_t channels;
   int64_t output_size;
@@ -149,8 +159,8 @@ struct RoiFrame {
   T start_h, start_w, bin_h, bin_w, grid_h, grid_w;
 };
 
-template <typename T>
-RoiFrame<T> roi_frame(const T* roi, const Pyramid<T>& p, int64_t level) {
+template <typename T, typename D>
+RoiFrame<T> roi_frame(const T* roi, const Pyramid<T, D>& p, int64_t level) {
   const T scale = p.levels[level].scale;
   const T offset = p.aligned ? T(0.5) : T(0);
   const T start_w = roi[1] * scale - offset;
@@ -174,8 +184,8 @@ RoiFrame<T> roi_frame(const T* roi, const Pyramid<T>& p, int64_t level) {
 
 // Fills `s` with the sampling tables of RoI `roi` on `level` (checked beforehand: level and
 // batch index in range, grid at most kMaxGrid).
-template <typename T>
-void sample_roi(const T* roi, int64_t level, const Pyramid<T>& p, RoiSamples<T>& s) {
+template <typename T, typename D>
+void sample_roi(const T* roi, int64_t level, const Pyramid<T, D>& p, RoiSamples<T>& s) {
   s.level = level;
   s.finite = roi_is_finite(roi);
   if (!s.finite) return;
@@ -185,7 +195,7 @@ void sample_roi(const T* roi, int64_t level, const Pyramid<T>& p, RoiSamples<T>&
   s.grid_w = std::max<int64_t>(static_cast<int64_t>(f.grid_w), 0);
   s.count = static_cast<T>(std::max<int64_t>(s.grid_h * s.grid_w, 1));
   const int64_t size = p.output_size;
-  const Level<T>& map = p.levels[level];
+  const Level<T, D>& map = p.levels[level];
   s.rows.resize(size * s.grid_h);
   s.cols.resize(size * s.grid_w);
   const T grid_h = static_cast<T>(s.grid_h);
@@ -208,31 +218,34 @@ void sample_roi(const T* roi, int64_t level, const Pyramid<T>& p, RoiSamples<T>&
 
 // ---- forward ------------------------------------------------------------------------------------
 
-template <typename T>
+// Maps and output of storage type D, computed in T (see "Types" above).
+template <typename T, typename D>
 struct ForwardJob {
-  const Pyramid<T>* pyramid;
+  const Pyramid<T, D>* pyramid;
   const T* rois;           // (R, 5)
   const int64_t* levels;   // (R,)
-  T* out;                  // (R, C, S, S)
+  D* out;                  // (R, C, S, S)
   int64_t num_chunks;      // channel chunks per RoI
 };
 
-// acc[c] += w1 p1[c] + w2 p2[c] + w3 p3[c] + w4 p4[c], summed left to right.
-template <typename T>
-DETKIT_ALWAYS_INLINE void blend_into(T* DETKIT_RESTRICT acc, const T* p1, const T* p2,
-                                     const T* p3, const T* p4, T w1, T w2, T w3, T w4,
+// acc[c] += w1 p1[c] + w2 p2[c] + w3 p3[c] + w4 p4[c], summed left to right, each p widened
+// to T (exact; nothing at all when D is T).
+template <typename T, typename D>
+DETKIT_ALWAYS_INLINE void blend_into(T* DETKIT_RESTRICT acc, const D* p1, const D* p2,
+                                     const D* p3, const D* p4, T w1, T w2, T w3, T w4,
                                      int64_t n) {
   DETKIT_SIMD
   for (int64_t c = 0; c < n; ++c) {
-    acc[c] += w1 * p1[c] + w2 * p2[c] + w3 * p3[c] + w4 * p4[c];
+    acc[c] += w1 * static_cast<T>(p1[c]) + w2 * static_cast<T>(p2[c]) +
+              w3 * static_cast<T>(p3[c]) + w4 * static_cast<T>(p4[c]);
   }
 }
 
 // Work items [begin, end) of RoIs x channel chunks.
-template <typename T>
-DETKIT_ALWAYS_INLINE void forward_items_impl(const ForwardJob<T>& job, int64_t begin,
+template <typename T, typename D>
+DETKIT_ALWAYS_INLINE void forward_items_impl(const ForwardJob<T, D>& job, int64_t begin,
                                              int64_t end) {
-  const Pyramid<T>& p = *job.pyramid;
+  const Pyramid<T, D>& p = *job.pyramid;
   const int64_t channels = p.channels;
   const int64_t size = p.output_size;
   const int64_t bins = size * size;
@@ -247,13 +260,13 @@ DETKIT_ALWAYS_INLINE void forward_items_impl(const ForwardJob<T>& job, int64_t b
       sample_roi(job.rois + r * 5, job.levels[r], p, s);
       sampled_roi = r;
     }
-    T* out = job.out + (r * channels + c0) * bins;  // (n, S, S)
+    D* out = job.out + (r * channels + c0) * bins;  // (n, S, S)
     if (!s.finite) {
-      std::fill(out, out + n * bins, std::numeric_limits<T>::quiet_NaN());
+      std::fill(out, out + n * bins, std::numeric_limits<D>::quiet_NaN());
       continue;
     }
-    const Level<T>& map = p.levels[s.level];
-    const T* plane = map.data + s.batch * map.height * map.width * channels + c0;
+    const Level<T, D>& map = p.levels[s.level];
+    const D* plane = map.data + s.batch * map.height * map.width * channels + c0;
     for (int64_t ph = 0; ph < size; ++ph) {
       for (int64_t pw = 0; pw < size; ++pw) {
         std::fill(acc.begin(), acc.begin() + n, T(0));
@@ -269,8 +282,8 @@ DETKIT_ALWAYS_INLINE void forward_items_impl(const ForwardJob<T>& job, int64_t b
                        row.high_weight * col.low_weight, row.high_weight * col.high_weight, n);
           }
         }
-        T* bin_out = out + ph * size + pw;
-        for (int64_t c = 0; c < n; ++c) bin_out[c * bins] = acc[c] / s.count;
+        D* bin_out = out + ph * size + pw;
+        for (int64_t c = 0; c < n; ++c) bin_out[c * bins] = static_cast<D>(acc[c] / s.count);
       }
     }
   }
@@ -280,25 +293,25 @@ DETKIT_ALWAYS_INLINE void forward_items_impl(const ForwardJob<T>& job, int64_t b
 // applies this file's fp-contract=off pragma to the functions defined below it, and the header's
 // wrappers, defined above it, would inline the kernels with contraction into FMA (tested: the
 // bits then differ from torchvision's).
-template <typename T>
-void forward_items_baseline(const ForwardJob<T>& job, int64_t begin, int64_t end) {
+template <typename T, typename D>
+void forward_items_baseline(const ForwardJob<T, D>& job, int64_t begin, int64_t end) {
   forward_items_impl(job, begin, end);
 }
 #if DETKIT_X86_DISPATCH
-template <typename T>
-DETKIT_TARGET_AVX2 void forward_items_avx2(const ForwardJob<T>& job, int64_t begin,
+template <typename T, typename D>
+DETKIT_TARGET_AVX2 void forward_items_avx2(const ForwardJob<T, D>& job, int64_t begin,
                                            int64_t end) {
   forward_items_impl(job, begin, end);
 }
-template <typename T>
-DETKIT_TARGET_AVX512 void forward_items_avx512(const ForwardJob<T>& job, int64_t begin,
+template <typename T, typename D>
+DETKIT_TARGET_AVX512 void forward_items_avx512(const ForwardJob<T, D>& job, int64_t begin,
                                                int64_t end) {
   forward_items_impl(job, begin, end);
 }
 #endif
 
-template <typename T>
-void forward_items(const ForwardJob<T>& job, int64_t begin, int64_t end) {
+template <typename T, typename D>
+void forward_items(const ForwardJob<T, D>& job, int64_t begin, int64_t end) {
 #if DETKIT_X86_DISPATCH
   switch (active_cpu_isa()) {
     case CpuIsa::kAvx512:
@@ -473,12 +486,42 @@ DETKIT_TARGET_AVX2 DETKIT_ALWAYS_INLINE void transpose_registers(const double* s
   _mm256_storeu_pd(dst + 3 * ld_dst, _mm256_permute2f128_pd(high01, high23, 0x31));
 }
 
+// An 8 x 8 block of bfloat16 through SSE registers (the bits are moved, not converted).
+DETKIT_TARGET_AVX2 DETKIT_ALWAYS_INLINE void transpose_registers(const c10::BFloat16* src,
+                                                                 int64_t ld_src,
+                                                                 c10::BFloat16* dst,
+                                                                 int64_t ld_dst) {
+  __m128i row[8];
+  for (int i = 0; i < 8; ++i) {
+    row[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i * ld_src));
+  }
+  __m128i pair[8];  // columns 0-3 (even index) and 4-7 (odd) of two rows, interleaved
+  for (int i = 0; i < 4; ++i) {
+    pair[2 * i] = _mm_unpacklo_epi16(row[2 * i], row[2 * i + 1]);
+    pair[2 * i + 1] = _mm_unpackhi_epi16(row[2 * i], row[2 * i + 1]);
+  }
+  __m128i quad[8];  // quad[4 i + j]: columns 2 j and 2 j + 1 of rows 4 i .. 4 i + 3
+  for (int i = 0; i < 2; ++i) {
+    quad[4 * i + 0] = _mm_unpacklo_epi32(pair[4 * i], pair[4 * i + 2]);
+    quad[4 * i + 1] = _mm_unpackhi_epi32(pair[4 * i], pair[4 * i + 2]);
+    quad[4 * i + 2] = _mm_unpacklo_epi32(pair[4 * i + 1], pair[4 * i + 3]);
+    quad[4 * i + 3] = _mm_unpackhi_epi32(pair[4 * i + 1], pair[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * j * ld_dst),
+                     _mm_unpacklo_epi64(quad[j], quad[4 + j]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * j + 1) * ld_dst),
+                     _mm_unpackhi_epi64(quad[j], quad[4 + j]));
+  }
+}
+
 // Register blocks inside column tiles of kTransposeTile; the ragged edges element by element.
 // Also serves the AVX-512 level: the transpose is bound by memory, not by the vector width.
 template <typename T>
 DETKIT_TARGET_AVX2 void transpose_avx2(const T* src, T* dst, int64_t rows, int64_t cols,
                                        int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  constexpr int64_t kBlock = 32 / sizeof(T);
+  // The block of transpose_registers: 8 x 8 floats (or bfloat16), 4 x 4 doubles.
+  constexpr int64_t kBlock = sizeof(T) == 2 ? 8 : 32 / sizeof(T);
   for (int64_t cc = c0; cc < c1; cc += kTransposeTile) {
     const int64_t c_end = std::min(c1, cc + kTransposeTile);
     const int64_t c_blocks = cc + (c_end - cc) / kBlock * kBlock;
@@ -558,12 +601,12 @@ int64_t check_rois(const at::Tensor& rois, const at::Tensor& levels, at::ScalarT
 
 // A list of (B, C, H_l, W_l) maps of one float dtype, each NCHW-contiguous or channels-last;
 // returns the pyramid without data pointers.
-template <typename T>
-Pyramid<T> pyramid_of(at::TensorList maps, const char* name, c10::ArrayRef<double> spatial_scales,
-                      const char* op) {
+template <typename T, typename D = T>
+Pyramid<T, D> pyramid_of(at::TensorList maps, const char* name,
+                         c10::ArrayRef<double> spatial_scales, const char* op) {
   TORCH_CHECK(!maps.empty(), op, ": ", name, " is empty; expected one map per level");
   const c10::Device cpu(c10::kCPU);
-  Pyramid<T> p;
+  Pyramid<T, D> p;
   for (size_t l = 0; l < maps.size(); ++l) {
     const at::Tensor& map = maps[l];
     const std::string label = std::string(name) + "[" + std::to_string(l) + "]";
@@ -592,9 +635,9 @@ Pyramid<T> pyramid_of(at::TensorList maps, const char* name, c10::ArrayRef<doubl
 
 // Checks every RoI's level, batch index and grid; returns which (level, image) planes are read,
 // indexed level * B + image.
-template <typename T>
+template <typename T, typename D>
 std::vector<char> check_roi_rows(const at::Tensor& rois, const at::Tensor& levels,
-                                 const Pyramid<T>& p, const char* op) {
+                                 const Pyramid<T, D>& p, const char* op) {
   const int64_t num_levels = static_cast<int64_t>(p.levels.size());
   const T* roi_data = rois.data_ptr<T>();
   const int64_t* level_data = levels.data_ptr<int64_t>();
@@ -628,11 +671,12 @@ bool level_is_read(const std::vector<char>& planes_read, size_t level, int64_t b
 
 // ---- entry points -------------------------------------------------------------------------------
 
-template <typename T>
+// Maps and out of storage type D, rois of compute type T (see "Types" above).
+template <typename T, typename D = T>
 void forward_typed(at::TensorList feats, const at::Tensor& rois, const at::Tensor& levels,
                    c10::ArrayRef<double> spatial_scales, int64_t output_size,
                    int64_t sampling_ratio, bool aligned, const at::Tensor& out) {
-  Pyramid<T> p = pyramid_of<T>(feats, "feats", spatial_scales, kForwardOp);
+  Pyramid<T, D> p = pyramid_of<T, D>(feats, "feats", spatial_scales, kForwardOp);
   p.output_size = output_size;
   p.sampling_ratio = sampling_ratio;
   p.aligned = aligned;
@@ -649,17 +693,17 @@ void forward_typed(at::TensorList feats, const at::Tensor& rois, const at::Tenso
   // channels-last map is read where it is.
   std::vector<at::Tensor> interleaved;
   for (size_t l = 0; l < p.levels.size(); ++l) {
-    Level<T>& level = p.levels[l];
+    Level<T, D>& level = p.levels[l];
     const int64_t pixels = level.height * level.width;
     if (!level_is_read(planes_read, l, p.batch)) continue;
     if (level.channels_last) {
-      level.data = const_cast<T*>(feats[l].data_ptr<T>());  // only read
+      level.data = const_cast<D*>(feats[l].data_ptr<D>());  // only read
       continue;
     }
     interleaved.push_back(at::empty({p.batch, level.height, level.width, p.channels},
                                     feats[l].options()));
-    level.data = interleaved.back().data_ptr<T>();
-    const T* src = feats[l].data_ptr<T>();
+    level.data = interleaved.back().data_ptr<D>();
+    const D* src = feats[l].data_ptr<D>();
     for (int64_t b = 0; b < p.batch; ++b) {
       if (!planes_read[l * p.batch + b]) continue;
       planar_to_interleaved(src + b * p.channels * pixels, level.data + b * pixels * p.channels,
@@ -668,8 +712,8 @@ void forward_typed(at::TensorList feats, const at::Tensor& rois, const at::Tenso
   }
 
   const int64_t num_chunks = (p.channels + kForwardChannelChunk - 1) / kForwardChannelChunk;
-  const ForwardJob<T> job{&p, rois.data_ptr<T>(), levels.data_ptr<int64_t>(), out.data_ptr<T>(),
-                          num_chunks};
+  const ForwardJob<T, D> job{&p, rois.data_ptr<T>(), levels.data_ptr<int64_t>(),
+                             out.data_ptr<D>(), num_chunks};
   // About 8 items (a few hundred thousand multiply-adds) per task at the least.
   at::parallel_for(0, num_rois * num_chunks, 8,
                    [&](int64_t begin, int64_t end) { forward_items(job, begin, end); });
@@ -682,15 +726,19 @@ void multi_level_roi_align_forward_cpu(at::TensorList feats, const at::Tensor& r
                                        const at::Tensor& out) {
   TORCH_CHECK(!feats.empty(), kForwardOp, ": feats is empty; expected one map per level");
   const at::ScalarType dtype = feats[0].scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, kForwardOp,
-              ": feats must be float32 or float64, got ", dtype);
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16, kForwardOp,
+              ": feats must be float32, float64 or bfloat16, got ", dtype);
   TORCH_CHECK(output_size >= 1, kForwardOp, ": output_size must be >= 1, got ", output_size);
   TORCH_CHECK(sampling_ratio <= kMaxGrid, kForwardOp, ": sampling_ratio must be <= ", kMaxGrid,
               " (or <= 0 for adaptive), got ", sampling_ratio);
-  check_rois(rois, levels, dtype, kForwardOp);
+  // bfloat16 maps are computed in float32: their RoIs are float32.
+  check_rois(rois, levels, dtype == at::kBFloat16 ? at::kFloat : dtype, kForwardOp);
   if (dtype == at::kFloat) {
     forward_typed<float>(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
                          aligned, out);
+  } else if (dtype == at::kBFloat16) {
+    forward_typed<float, c10::BFloat16>(feats, rois, levels, spatial_scales, output_size,
+                                        sampling_ratio, aligned, out);
   } else {
     forward_typed<double>(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
                           aligned, out);
