@@ -2,6 +2,7 @@
 ground truth added, Shared2FCBBoxHead shapes/targets/losses (cross entropy and GroupSoftmax),
 inference (threshold, class-aware NMS, limit, rescale) and the softmax CrossEntropyLoss."""
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,29 @@ def test_multi_level_roi_align_pools_each_roi_from_its_level(aligned, sampling_r
     values = extractor(const, inside).mean(dim=(1, 2, 3))
     torch.testing.assert_close(values, torch.tensor([0.0, 11.0, 10.0]))
     assert extractor(feats, torch.zeros(0, 5)).shape == (0, CHANNELS, 7, 7)
+
+
+@pytest.mark.parametrize('reference', [False, True])
+def test_bfloat16_maps_pool_float32_rois(reference, monkeypatch):
+    """Under --amp the maps are bfloat16 but the RoIs keep float32: a box at x = 1000.3 px pools
+    what float32 pools (rounded to bfloat16 once, at the end), not a box moved to 1000 px."""
+    import detkit.ops._extension as extension
+    if reference:   # the per-level torchvision fallback (what CUDA runs)
+        monkeypatch.setattr(extension, 'kernels_for', lambda device: None)
+    extractor = TASK_UTILS.build(dict(type='MultiLevelRoIAlign', featmap_strides=[4, 8, 16, 32],
+                                      output_size=7, sampling_ratio=2))
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(1, 8, 1200 // s, 1200 // s, generator=gen).to(torch.bfloat16)
+             for s in (4, 8, 16, 32)]
+    rois = torch.tensor([[0., 1000.3, 601.7, 1100.9, 713.2], [0., 3.3, 5.1, 20.9, 30.4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # the fallback's one-time warning
+        pooled = extractor(feats, rois)
+        expected = extractor([f.float() for f in feats], rois)
+    assert pooled.dtype == torch.bfloat16
+    assert torch.equal(pooled, expected.to(torch.bfloat16))
+    moved = extractor([f.float() for f in feats], rois.to(torch.bfloat16).float())
+    assert not torch.equal(pooled, moved.to(torch.bfloat16))   # rounding the RoIs would show
 
 
 # ---------------------------------------------------------------------------- RoI sampling

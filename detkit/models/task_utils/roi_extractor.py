@@ -159,7 +159,9 @@ class MultiLevelRoIAlign(nn.Module):
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError(f'MultiLevelRoIAlign: rois must have shape (R, 5) (batch_index, '
                              f'x1, y1, x2, y2), got {tuple(rois.shape)}')
-        rois = rois.to(feats[0].dtype)
+        # RoIs stay in float32 (float64 with float64 maps) whatever autocast computed the maps
+        # in: in bfloat16 a box corner near 1000 px would move by up to 2 px
+        rois = rois.to(torch.promote_types(feats[0].dtype, torch.float32))
         levels = self.map_rois_to_levels(rois)
         if is_exporting():
             return self._pool_in_graph(feats, rois, levels)
