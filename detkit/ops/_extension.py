@@ -291,7 +291,9 @@ class _Library:
                 extra_include_paths=extra_include, build_directory=str(build_dir),
                 is_python_module=False, with_cuda=True, verbose=verbose)
         library = str(library) if library else str(build_dir / f'{self.name}.so')
-        self.marker().write_text(library + '\n')
+        # The marker of the folder built into, not self.marker(): that hashes the sources again,
+        # and a source edited during the build would mark a folder for sources never compiled.
+        (build_dir / 'BUILD_OK').write_text(library + '\n')
         return library
 
     def status(self) -> KernelStatus:
