@@ -318,3 +318,38 @@ def test_demo_slices_large_images(tmp_path, tiny):
     assert len(boxes) > 0 and (boxes[:, [0, 2]] <= 400).all() and (boxes[:, [1, 3]] <= 300).all()
     with pytest.raises(SystemExit):
         demo.main([str(folder), config, checkpoint, '--slice', '128', '--slice-overlap', '1'])
+
+
+def test_compiled_detector_finds_the_same_detections(tiny, detector):
+    """init_detector(compile=True): backbone, neck and head under torch.compile (inductor,
+    freezing); the same state-dict keys and, up to float rounding, the same detections."""
+    config, checkpoint, state = tiny
+    compiled = init_detector(config, checkpoint, compile=True)
+    assert set(compiled.state_dict()) == set(state)
+    image = textured_image(96, 128, seed=5)
+    want = inference_detector(detector, image)
+    got = inference_detector(compiled, image)
+    assert len(got) == len(want) == 100
+    torch.testing.assert_close(got.scores, want.scores, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.bboxes, want.bboxes, atol=1e-2, rtol=0)
+    assert torch.equal(got.labels, want.labels)
+    # the compiled call replaces the modules' own (nn.Module.compile, torch pinned)
+    assert all(getattr(compiled, part)._compiled_call_impl is not None
+               for part in ('backbone', 'neck', 'bbox_head'))
+    with pytest.raises(ValueError, match='compile=True compiles PyTorch modules'):
+        init_detector(config, 'model.onnx', compile=True)
+
+
+def test_demo_compile_reaches_init_detector(tmp_path, tiny, monkeypatch):
+    config, checkpoint, _ = tiny
+    asked = []
+
+    def recording_init_detector(*args, **kwargs):
+        asked.append(kwargs['compile'])
+        return init_detector(*args, **dict(kwargs, compile=False))  # the flag, not the cost
+    monkeypatch.setattr(demo, 'init_detector', recording_init_detector)
+    path = str(tmp_path / 'a.png')
+    cv2.imwrite(path, textured_image(96, 128, seed=6))
+    for flags, expected in (([], False), (['--compile'], True)):
+        demo.main([path, config, checkpoint, '--out-dir', str(tmp_path / 'out'), *flags])
+        assert asked[-1] is expected

@@ -2,6 +2,7 @@
 safe checkpoint loading, config checks, generated data sets, progress, CPU mixed precision."""
 from .amp import (
     AmpFallbackWarning,
+    compile_inference_model,
     cpu_model_name,
     enable_amp,
     native_cpu_bf16,
@@ -19,7 +20,8 @@ from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
 from .show_results import ShowResultsHook
 
 __all__ = ['AmpFallbackWarning', 'AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
-           'CPUDistributedDataParallel', 'GENERATORS', 'InferenceFastPathHook',
+           'CPUDistributedDataParallel', 'GENERATORS', 'compile_inference_model',
+           'InferenceFastPathHook',
            'InferenceProgressHook', 'LoggerHook',
            'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config', 'check_data_paths',
            'configure_launcher', 'cpu_model_name', 'enable_amp', 'enable_safe_resume',

@@ -177,3 +177,33 @@ def prepare_inference_model(model: torch.nn.Module, dtype: torch.dtype) -> tuple
     for layer in layers:
         layer.to(dtype)
     return fused, len(layers)
+
+
+def compile_inference_model(model: torch.nn.Module) -> list[str]:
+    """``torch.compile`` the parts of a detector whose cost is fixed per input shape, in place.
+
+    The backbone, the neck and the dense head (RetinaNet's ``bbox_head``, Faster R-CNN's
+    ``rpn_head``) are compiled with inductor's ``freezing``: their parameters become constants,
+    so batch norms fold, weights are prepacked for oneDNN and pointwise operations join the
+    convolutions. Post-processing (thresholds, NMS, RoI sampling) has data-dependent shapes and
+    stays eager. ``nn.Module.compile`` keeps the modules and their state-dict keys.
+
+    Compilation happens at the first call for each input shape (5-10 s for a ResNet-50 FPN on
+    two cores) and must run without gradients, as :func:`detkit.apis.inference_detector` does.
+    Measured on a 2-core EPYC (README, "CPU fast path"): 4-7% faster inference after that; for
+    long runs at one input size, such as a video, not for a few images. Training does not gain.
+
+    Args:
+        model: a detector in eval mode.
+
+    Returns:
+        The names of the compiled parts.
+    """
+    options = {'freezing': True}
+    compiled = []
+    for name in ('backbone', 'neck', 'bbox_head', 'rpn_head'):
+        part = getattr(model, name, None)
+        if isinstance(part, torch.nn.Module):
+            part.compile(options=options)
+            compiled.append(name)
+    return compiled

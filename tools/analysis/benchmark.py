@@ -58,6 +58,7 @@ from mmengine.logging import MMLogger  # noqa: E402
 import detkit.models  # noqa: E402,F401
 from detkit.engine.amp import (  # noqa: E402
     AmpFallbackWarning,
+    compile_inference_model,
     cpu_bf16_flags,
     cpu_model_name,
     enable_amp,
@@ -375,13 +376,8 @@ def build_variants(config: str, args: argparse.Namespace, task: str, images, tar
                         detkit_runner(detkit_amp, images, targets, task, amp, device),
                         len(images))]
     if args.compile and task == 'inference':
-        import torch._inductor.config as inductor_config
-        inductor_config.freezing = True  # parameters are constants: fold and prepack them
         compiled = copy.deepcopy(detkit_amp)
-        compiled.backbone = torch.compile(compiled.backbone)
-        compiled.neck = torch.compile(compiled.neck)
-        head = getattr(compiled, 'bbox_head', None) or getattr(compiled, 'rpn_head')
-        head.forward = torch.compile(head.forward)
+        compile_inference_model(compiled)   # as init_detector(compile=True)
         variants.append(Variant('detkit --amp, torch.compile', amp_dtype,
                                 detkit_runner(compiled, images, targets, task, amp, device),
                                 len(images)))
