@@ -65,6 +65,40 @@ def test_the_layout_is_kept_and_what_cannot_fold_stays():
     assert kept[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
+class PreActivation(nn.Module):
+    """``conv(relu(bn(x)))`` with ``conv`` registered first: the norm feeds the convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+
+    def forward(self, x):
+        return self.conv(torch.relu(self.bn(x)))
+
+
+class StandardisedConv(nn.Conv2d):
+    """A convolution that transforms its weight before use (weight standardisation)."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_only_pairs_whose_dataflow_is_certain_are_folded():
+    hooked = nn.Sequential(nn.Conv2d(6, 6, 1), nn.BatchNorm2d(6))
+    hooked[0].register_forward_hook(lambda module, args, out: out * 2)
+    model = nn.ModuleList([PreActivation(), nn.Sequential(StandardisedConv(6, 6, 1),
+                                                          nn.BatchNorm2d(6)), hooked]).eval()
+    randomise_norms(model)
+    x = torch.randn(1, 6, 8, 8)
+    expected = [m(x) for m in model]
+    assert fuse_conv_bn(model) == 0
+    for m, want in zip(model, expected):
+        assert torch.equal(m(x), want)
+
+
 def test_a_training_model_is_refused():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     with pytest.raises(ValueError, match=r"batch norm\(s\) are in training mode \(first: '1'\); "
@@ -114,6 +148,7 @@ def test_amp_inference_paths_fold(monkeypatch, tmp_path):
     # (ResNet 53; FPN 3 lateral, 3 output, 2 extra; head 2 towers of 4, 2 predictors) in bfloat16
     class Runner:
         logger = __import__('logging').getLogger('test')
+        hooks: list = []
     model_cfg = Config.fromfile(str(CONFIGS / 'retinanet_r50.py')).model
     model_cfg.backbone.init_cfg = None
     runner = Runner()
@@ -126,6 +161,13 @@ def test_amp_inference_paths_fold(monkeypatch, tmp_path):
     assert all(m.bias.dtype == torch.bfloat16 for m in convs if m.bias is not None)
     with pytest.raises(ValueError, match="dtype must be 'bfloat16' or 'float16', got 'int8'"):
         InferenceFastPathHook(dtype='int8')
+    # with mmengine's EMAHook (parameters swapped by position) the model is left as it is
+    from mmengine.hooks import EMAHook
+    runner.model, runner.hooks = MODELS.build(model_cfg), [EMAHook()]
+    hook = InferenceFastPathHook(dtype='bfloat16')
+    hook.before_test(runner)
+    assert (hook.fused, hook.cast) == (0, 0)
+    assert len([m for m in runner.model.modules() if isinstance(m, nn.BatchNorm2d)]) == 53
 
     # init_detector(amp=True): an inference-only model, folded
     from detkit.apis import init_detector
@@ -136,3 +178,19 @@ def test_amp_inference_paths_fold(monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match='random weights'):
         plain = init_detector(str(CONFIGS / 'retinanet_r50.py'), None)
     assert len([m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]) == 53
+
+
+def test_an_inference_only_detector_refuses_to_train(monkeypatch):
+    from detkit.engine.amp import prepare_inference_model
+    model_cfg = Config.fromfile(str(CONFIGS / 'retinanet_r50.py')).model
+    model_cfg.backbone.init_cfg = None
+    model = MODELS.build(model_cfg)
+    assert model.train() is model     # an ordinary detector trains
+    prepare_inference_model(model, torch.bfloat16)
+    assert model.inference_only and not model.training
+    message = 'RetinaNet is inference-only: --amp inference .* build it again without amp'
+    with pytest.raises(RuntimeError, match=message):
+        model.train()
+    with pytest.raises(RuntimeError, match=message):
+        model(torch.zeros(1, 3, 64, 64), [], mode='loss')
+    assert model.eval() is model and not model.training   # eval stays allowed

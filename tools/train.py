@@ -100,7 +100,8 @@ def build_config(args: argparse.Namespace) -> Config:
             raise FileNotFoundError(f'--resume {args.resume!r}: no such checkpoint file')
         cfg.resume, cfg.load_from = True, args.resume
     load_from = cfg.get('load_from')
-    if isinstance(load_from, str) and '://' not in load_from and not osp.isfile(load_from):
+    if (isinstance(load_from, str) and '://' not in load_from
+            and not osp.isfile(osp.expanduser(load_from))):   # mmengine expands ~ too
         raise FileNotFoundError(
             f'load_from={load_from!r}: no such checkpoint file (relative to {os.getcwd()}); '
             'write the weights there (e.g. tools/model_converters/torchvision_to_detkit.py) or '

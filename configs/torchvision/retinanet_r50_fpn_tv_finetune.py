@@ -14,9 +14,14 @@ _base_ = [
 ]
 
 model = dict(
+    # COCO's 80 classes (CocoDataset's contiguous labels) when used as it is; own_data sets its
+    # own count. Either way the 91-class classifier of the checkpoint does not load.
+    bbox_head=dict(num_classes=80),
     # torchvision's RetinaNet trains with Matcher(0.5, 0.4, allow_low_quality_matches=True):
     # IoU >= 0.5 foreground, < 0.4 background, and each box's best anchors foreground however
-    # low their IoU (min_pos_iou=0.0; IoU 0 is still no match).
+    # low their IoU (min_pos_iou=0.0; IoU 0 is still no match). One difference: an anchor that
+    # is the best of several boxes goes to the last of them (mmdetection's rule), where
+    # torchvision gives it to the box it overlaps most.
     train_cfg=dict(
         assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4,
                       min_pos_iou=0.0, ignore_iof_thr=-1),

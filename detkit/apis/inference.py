@@ -130,7 +130,8 @@ def init_detector(config: str | os.PathLike[str] | Config,
             :func:`inference_detector`; on CUDA float16 autocast; elsewhere float32, with a
             warning. With bfloat16 or float16 the model is made inference-only
             (:func:`~detkit.engine.amp.prepare_inference_model`: batch norms folded into
-            the convolutions, their weights stored in that dtype).
+            the convolutions, their weights stored in that dtype; its state dict differs
+            from the checkpoint's and it refuses ``train()``).
         compile: ``torch.compile`` the backbone, neck and dense head with inductor's freezing
             (:func:`~detkit.engine.amp.compile_inference_model`): a few percent faster after
             some seconds of compilation per input size; for long runs at one size (a video).

@@ -168,11 +168,19 @@ def prepare_inference_model(model: torch.nn.Module, dtype: torch.dtype) -> tuple
 
     The model must then run under ``torch.autocast(..., dtype=dtype)``, as
     :func:`detkit.apis.inference_detector` and mmengine's test loop with ``fp16=True`` run it.
+    Its state dict changes (the norms' entries go, the folded convolutions gain a bias), and a
+    detkit detector is marked ``inference_only``: it refuses ``train()`` and losses.
+
+    Args:
+        model: the detector, its weights loaded.
+        dtype: the autocast dtype it will run under (``torch.bfloat16`` or ``torch.float16``).
 
     Returns:
         The numbers of batch norms folded and of layers whose weights were cast.
     """
     fused = fuse_conv_bn(model.eval())
+    if hasattr(model, 'inference_only'):
+        setattr(model, 'inference_only', True)   # a detkit detector (BaseDetector)
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     for layer in layers:
         layer.to(dtype)
@@ -186,7 +194,8 @@ def compile_inference_model(model: torch.nn.Module) -> list[str]:
     ``rpn_head``) are compiled with inductor's ``freezing``: their parameters become constants,
     so batch norms fold, weights are prepacked for oneDNN and pointwise operations join the
     convolutions. Post-processing (thresholds, NMS, RoI sampling) has data-dependent shapes and
-    stays eager. ``nn.Module.compile`` keeps the modules and their state-dict keys.
+    stays eager. ``nn.Module.compile`` keeps the modules and their state-dict keys (which
+    :func:`prepare_inference_model`, if it ran first, has changed).
 
     Compilation happens at the first call for each input shape (5-10 s for a ResNet-50 FPN on
     two cores) and must run without gradients, as :func:`detkit.apis.inference_detector` does.

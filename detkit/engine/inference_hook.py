@@ -13,9 +13,12 @@ from detkit.registry import HOOKS
 
 @HOOKS.register_module()
 class InferenceFastPathHook(Hook):
-    """Before the test loop, make the model inference-only with
+    """Before the test loop, make the model inference-only (``--amp``'s test path).
+
     :func:`~detkit.engine.amp.prepare_inference_model`: eval mode, batch norms folded into the
-    convolutions before them, convolution and linear weights stored in ``dtype``.
+    convolutions before them, convolution and linear weights stored in ``dtype``. With mmengine's
+    ``EMAHook`` in the run it does nothing but say so: that hook swaps the averaged parameters in
+    by position, which folding would misalign.
 
     ``before_test`` runs after mmengine's Runner has loaded the checkpoint and before the first
     batch; only the test loop is touched (a validation during training keeps the model as it
@@ -36,6 +39,11 @@ class InferenceFastPathHook(Hook):
         self.fused = self.cast = 0
 
     def before_test(self, runner: Any) -> None:
+        if any(type(hook).__name__ == 'EMAHook' for hook in runner.hooks):
+            runner.logger.warning('InferenceFastPathHook: the run has an EMAHook, which swaps '
+                                  'parameters by position; batch norms stay unfolded and '
+                                  'weights float32 (autocast still runs)')
+            return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         self.fused, self.cast = prepare_inference_model(model, self.dtype)
         runner.logger.info(f'InferenceFastPathHook: {self.fused} batch norms folded into '

@@ -15,8 +15,9 @@ from ._extension import OpsFallbackWarning
 from .focal_loss import sigmoid_focal_loss, sigmoid_focal_loss_reference
 from .group_softmax import group_softmax_cross_entropy, group_softmax_cross_entropy_reference
 from .info import build, info
-from .roi_align import multi_level_roi_align, multi_level_roi_align_reference
+from .roi_align import multi_level_roi_align, multi_level_roi_align_reference, roi_compute_dtype
 
 __all__ = ['OpsFallbackWarning', 'build', 'group_softmax_cross_entropy',
            'group_softmax_cross_entropy_reference', 'info', 'multi_level_roi_align',
-           'multi_level_roi_align_reference', 'sigmoid_focal_loss', 'sigmoid_focal_loss_reference']
+           'multi_level_roi_align_reference', 'roi_compute_dtype', 'sigmoid_focal_loss',
+           'sigmoid_focal_loss_reference']

@@ -44,6 +44,13 @@ MAX_SAMPLING_RATIO = 1 << 16
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+def roi_compute_dtype(feat_dtype: torch.dtype) -> torch.dtype:
+    """The dtype RoIs and the pooling arithmetic take for maps of ``feat_dtype``: float64 for
+    float64, else float32. float16/bfloat16 maps are pooled in float32 with float32 RoIs: a
+    half-precision box corner near 1000 px would be off by up to 2 px."""
+    return torch.promote_types(feat_dtype, torch.float32)
+
+
 def multi_level_roi_align(feats: Sequence[Tensor], rois: Tensor, levels: Tensor,
                           spatial_scales: Sequence[float], output_size: int = 7,
                           sampling_ratio: int = 0, aligned: bool = True) -> Tensor:
@@ -97,7 +104,7 @@ def multi_level_roi_align(feats: Sequence[Tensor], rois: Tensor, levels: Tensor,
     if feats[0].device.type != 'cpu':
         return _pool_per_level(feats, rois, levels, spatial_scales, output_size, sampling_ratio,
                                aligned)
-    compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    compute_dtype = roi_compute_dtype(dtype)
     rois = rois.to(compute_dtype).contiguous()
     levels = levels.to(torch.int64).contiguous()
     kernels = _extension.kernels_for(rois.device)
@@ -156,9 +163,7 @@ def _pool_per_level(feats: list[Tensor], rois: Tensor, levels: Tensor,
     if num_rois > 0 and not torch.compiler.is_compiling():
         _check_ranges(rois, levels, len(feats), feats[0].shape[0])
     out = feats[0].new_zeros((num_rois, feats[0].shape[1], output_size, output_size))
-    # float16/bfloat16 maps are pooled in float32 (as the CPU kernel pools them), with float32
-    # RoIs: a half-precision box corner near 1000 px would be off by up to 2 px
-    compute_dtype = torch.promote_types(feats[0].dtype, torch.float32)
+    compute_dtype = roi_compute_dtype(feats[0].dtype)   # as the CPU kernel pools them
     rois = rois.to(compute_dtype)
     for level, (feat, scale) in enumerate(zip(feats, spatial_scales)):
         index = torch.nonzero(levels == level).squeeze(1)

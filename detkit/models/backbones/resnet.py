@@ -89,6 +89,11 @@ class BasicBlock(nn.Module):
         """The norm before the residual addition (zeroed by ``zero_init_residual``)."""
         return getattr(self, self.norm2_name)
 
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, norm) attribute names where the norm reads the convolution's output
+        alone (:func:`~detkit.models.layers.fuse_conv_bn`)."""
+        return [('conv1', self.norm1_name), ('conv2', self.norm2_name)]
+
     def _residual(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
@@ -162,6 +167,12 @@ class Bottleneck(nn.Module):
     def last_norm(self) -> nn.Module:
         """The norm before the residual addition (zeroed by ``zero_init_residual``)."""
         return getattr(self, self.norm3_name)
+
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, norm) attribute names where the norm reads the convolution's output
+        alone (:func:`~detkit.models.layers.fuse_conv_bn`)."""
+        return [('conv1', self.norm1_name), ('conv2', self.norm2_name),
+                ('conv3', self.norm3_name)]
 
     def _residual(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -372,6 +383,11 @@ class ResNet(BaseBackbone):
             self.norm1_name, norm1 = build_norm_layer(self.norm_cfg, stem_channels, postfix=1)
             self.add_module(self.norm1_name, norm1)
             self.relu = nn.ReLU(inplace=True)
+
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        """The stem's (convolution, norm) attribute names (a deep stem is a Sequential, whose
+        consecutive children :func:`~detkit.models.layers.fuse_conv_bn` pairs itself)."""
+        return [] if self.deep_stem else [('conv1', self.norm1_name)]
 
     def _make_stage(self, inplanes: int, planes: int, num_blocks: int, stride: int,
                     dilation: int, plugins: StagePlugins) -> nn.Sequential:

@@ -36,7 +36,15 @@ class BaseDetector(BaseModel):
             names and back-propagates an exact zero instead, so the batch changes no gradient
             (momentum and weight decay still apply for that step); skips are logged as
             ``nonfinite_skips``.
+
+    Attributes:
+        inference_only: set by :func:`detkit.engine.amp.prepare_inference_model` (``--amp``
+            inference, ``init_detector(amp=True)``), which folds batch norms into convolutions
+            and stores weights in bfloat16: such a model refuses ``train()`` and
+            ``mode='loss'`` instead of training a changed network.
     """
+
+    inference_only = False
 
     def __init__(self, backbone: Any, neck: Any = None, data_preprocessor: Any = None,
                  init_cfg: dict | None = None, nonfinite_loss: str = 'stop') -> None:
@@ -96,8 +104,23 @@ class BaseDetector(BaseModel):
         if data_samples is None:
             raise ValueError(f'{name}.forward(mode={mode!r}) needs data_samples')
         if mode == 'loss':
+            self._refuse_training_if_inference_only()
             return self.loss(inputs, data_samples)
         return self.predict(inputs, data_samples)
+
+    def train(self, mode: bool = True) -> BaseDetector:
+        """``nn.Module.train``, refused on an inference-only model (``mode=True``)."""
+        if mode:
+            self._refuse_training_if_inference_only()
+        return super().train(mode)
+
+    def _refuse_training_if_inference_only(self) -> None:
+        if self.inference_only:
+            raise RuntimeError(
+                f'{type(self).__name__} is inference-only: --amp inference '
+                '(prepare_inference_model, init_detector(amp=True)) folded its batch norms '
+                'into the convolutions and stored its weights in low precision; build it '
+                'again without amp to train it')
 
     @staticmethod
     def attach_detections(data_samples: Sequence[DetSample],

@@ -99,6 +99,11 @@ class ConvModule(nn.Module):
         """The normalization layer, or ``None`` when the module has none."""
         return getattr(self, self.norm_name) if self.norm_name is not None else None
 
+    def conv_norm_pairs(self) -> list[tuple[str, str]]:
+        """``('conv', norm name)`` when there is a norm: it reads the convolution's output
+        alone (:func:`~detkit.models.layers.fuse_conv_bn`)."""
+        return [('conv', self.norm_name)] if self.norm_name is not None else []
+
     def reset_parameters(self) -> None:
         """Kaiming-normal (fan_out) conv weight and zero bias; norm weight 1 and bias 0."""
         nonlinearity: Literal['leaky_relu', 'relu'] = (

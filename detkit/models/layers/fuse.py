@@ -15,30 +15,35 @@ once instead of ``conv(x)`` being scaled after the sum): about 1e-6 relative in 
 removes a read and a write of every normalised feature map: ~60 ms of the 0.83 s a RetinaNet
 R50-FPN inference of 2 images of 512x640 takes in bfloat16 on a 2-core EPYC.
 
-Which norm follows which convolution is read from the order in which a module registers its
-children: a ``Conv2d`` registered immediately before a batch norm of as many channels is fused
-with it. That is how every detkit block is written (ResNet's ``conv1, bn1, conv2, bn2...``, its
-``downsample`` and deep stem ``Sequential``\\ s, :class:`~detkit.models.layers.ConvModule`'s
-``conv`` then its norm) and how torchvision's and mmdetection's are; tests check, per backbone,
-that the fused detector gives the unfused one's detections.
+Which norm reads which convolution's output is never guessed from the order of attributes
+(a pre-activation block registers ``conv`` before the ``bn`` that feeds it): a pair is folded
+where the dataflow is certain, in an ``nn.Sequential`` (each child reads its predecessor's
+output: ResNet's ``downsample`` and deep stem) and where a module declares its pairs with a
+``conv_norm_pairs()`` method returning ``(conv attribute, norm attribute)`` names (ResNet's
+blocks and stem, :class:`~detkit.models.layers.ConvModule`, hence MobileNetV2, VGG, FPN and the
+heads). The convolution must be a plain ``nn.Conv2d`` without hooks or parametrizations (a
+subclass may transform its weight, as weight standardisation does). Tests check, per backbone,
+that the fused detector gives the unfused one's features.
 """
 from __future__ import annotations
 
 import copy
+from typing import TypeGuard
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from detkit.models.layers.norm import FrozenBatchNorm2d
 
 
 def fuse_conv_bn(model: nn.Module) -> int:
-    """Fold every eval-mode batch norm into the ``Conv2d`` registered just before it, in place.
+    """Fold every eval-mode batch norm into the convolution whose output it normalises, in place.
 
     The convolution is replaced by one with the folded weight and a bias (its memory format,
-    dtype and device kept), the norm by ``nn.Identity``. Batch norms that do not follow a
-    convolution of as many output channels, and every other norm (GroupNorm's statistics come
-    from the input), stay as they are.
+    dtype and device kept), the norm by ``nn.Identity``. Batch norms of no declared pair (module
+    docstring) or of another width, and every other norm (GroupNorm's statistics come from the
+    input), stay as they are.
 
     Args:
         model: a module in eval mode (``model.eval()``): a training-mode batch norm normalises
@@ -57,15 +62,28 @@ def fuse_conv_bn(model: nn.Module) -> int:
                          f'(first: {training[0]!r}); call model.eval() first')
     fused = 0
     for parent in list(model.modules()):
-        names = list(parent._modules)
-        for conv_name, norm_name in zip(names, names[1:]):
-            conv, norm = parent._modules[conv_name], parent._modules[norm_name]
-            if (isinstance(conv, nn.Conv2d) and norm is not None
-                    and _foldable(norm, conv.out_channels)):
+        for conv_name, norm_name in _declared_pairs(parent):
+            conv, norm = parent._modules.get(conv_name), parent._modules.get(norm_name)
+            if _plain_conv(conv) and norm is not None and _foldable(norm, conv.out_channels):
                 parent._modules[conv_name] = _folded(conv, norm)
                 parent._modules[norm_name] = nn.Identity()
                 fused += 1
     return fused
+
+
+def _declared_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """The (conv, norm) child names of ``module`` whose dataflow is certain (module docstring)."""
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        return list(zip(names, names[1:]))
+    declared = getattr(module, 'conv_norm_pairs', None)
+    return list(declared()) if callable(declared) else []
+
+
+def _plain_conv(conv: nn.Module | None) -> TypeGuard[nn.Conv2d]:
+    """An ``nn.Conv2d`` itself, whose weight is what it convolves with."""
+    return (type(conv) is nn.Conv2d and not conv._forward_hooks
+            and not conv._forward_pre_hooks and not parametrize.is_parametrized(conv))
 
 
 def _foldable(norm: nn.Module, channels: int) -> bool:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from detkit.models.task_utils.graph_ops import is_exporting
-from detkit.ops import multi_level_roi_align
+from detkit.ops import multi_level_roi_align, roi_compute_dtype
 from detkit.registry import TASK_UTILS
 
 
@@ -159,9 +159,7 @@ class MultiLevelRoIAlign(nn.Module):
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError(f'MultiLevelRoIAlign: rois must have shape (R, 5) (batch_index, '
                              f'x1, y1, x2, y2), got {tuple(rois.shape)}')
-        # RoIs stay in float32 (float64 with float64 maps) whatever autocast computed the maps
-        # in: in bfloat16 a box corner near 1000 px would move by up to 2 px
-        rois = rois.to(torch.promote_types(feats[0].dtype, torch.float32))
+        rois = rois.to(roi_compute_dtype(feats[0].dtype))   # float32 under bf16 maps
         levels = self.map_rois_to_levels(rois)
         if is_exporting():
             return self._pool_in_graph(feats, rois, levels)
