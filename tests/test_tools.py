@@ -211,6 +211,24 @@ def test_resume_with_missing_checkpoint_is_refused(tmp_path, shapes_root):
     assert 'nope.pth' in result.stderr
 
 
+def test_resume_without_a_checkpoint_starts_from_load_from(tmp_path, shapes_root):
+    """A first run with --resume (a job script that always passes it) fine-tunes from the
+    config's load_from instead of starting from random weights."""
+    config = write_config(tmp_path, shapes_root, max_epochs=1)
+    first = osp.join(str(tmp_path), 'first')
+    done = run([TRAIN, config, '--work-dir', first], cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = osp.join(first, 'epoch_1.pth')
+    second = osp.join(str(tmp_path), 'second')
+    done = run([TRAIN, config, '--work-dir', second, '--resume', '--cfg-options',
+                f'load_from={weights}'], cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert f"--resume: no checkpoint in {second} yet; a new run from load_from='{weights}'" in (
+        output)
+    assert f'Load checkpoint from {weights}' in output and 'resumed epoch' not in output
+
+
 def test_missing_load_from_is_refused_before_the_model_is_built(tmp_path, shapes_root):
     config = write_config(tmp_path, shapes_root, max_epochs=1)
     result = run([TRAIN, config, '--cfg-options', 'load_from=checkpoints/nope.pth'],

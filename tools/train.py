@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source tree
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.runner import Runner, find_latest_checkpoint  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
 from detkit.engine import (  # noqa: E402
@@ -94,7 +94,15 @@ def build_config(args: argparse.Namespace) -> Config:
                            f'the config {args.config}')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        # The work dir's last checkpoint when there is one; otherwise a first run, which starts
+        # from the config's load_from (fine-tuning weights) rather than from random weights.
+        latest = find_latest_checkpoint(cfg.work_dir)
+        if latest is not None:
+            cfg.resume, cfg.load_from = True, latest
+        else:
+            print(f'--resume: no checkpoint in {cfg.work_dir} yet; a new run'
+                  + (f' from load_from={cfg.load_from!r}' if cfg.get('load_from') else ''),
+                  flush=True)
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume {args.resume!r}: no such checkpoint file')
