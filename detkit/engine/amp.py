@@ -159,7 +159,8 @@ def prepare_inference_model(model: torch.nn.Module, dtype: torch.dtype) -> tuple
     """Make ``model`` an inference-only model for autocast to ``dtype``, in place.
 
     1. Eval mode.
-    2. Every batch norm that follows a convolution folded into it
+    2. Every batch norm that normalises a convolution's output alone (an ``nn.Sequential``
+       neighbour or a declared ``conv_norm_pairs()`` pair) folded into that convolution
        (:func:`~detkit.models.layers.fuse_conv_bn`): one pass over each feature map fewer.
     3. The weights and biases of every ``Conv2d`` and ``Linear`` stored in ``dtype``: autocast
        would cast them from float32 on every call (Faster R-CNN's first fully connected layer
