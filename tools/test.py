@@ -24,6 +24,7 @@ from mmengine.runner import Runner  # noqa: E402
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
 from detkit.engine import (  # noqa: E402
     check_config,
+    close_process_group,
     configure_launcher,
     enable_amp,
     prepare_generated_data,
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.move(produced, args.out)
             print(f'detections written to {args.out}')
         shutil.rmtree(out_dir, ignore_errors=True)
+    close_process_group()  # under torchrun: before the interpreter's shutdown, not during it
     return metrics
 
 

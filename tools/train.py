@@ -19,6 +19,7 @@ from mmengine.runner import Runner, find_latest_checkpoint  # noqa: E402
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
 from detkit.engine import (  # noqa: E402
     check_config,
+    close_process_group,
     configure_launcher,
     enable_amp,
     prepare_generated_data,
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f'tools/train.py {args.config}: {error.args[0]}')
     runner = Runner.from_cfg(cfg)
     runner.train()
+    close_process_group()  # under torchrun: before the interpreter's shutdown, not during it
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ from .amp import (
 )
 from .checkpoint_hook import AtomicLocalBackend, CheckpointHook, atomic_write
 from .config_checks import check_config, check_data_paths, missing_data_paths
-from .distributed import CPUDistributedDataParallel, configure_launcher
+from .distributed import CPUDistributedDataParallel, close_process_group, configure_launcher
 from .generated_data import GENERATORS, generate_data_set, prepare_generated_data
 from .inference_hook import InferenceFastPathHook
 from .optim_wrappers import CPUAmpOptimWrapper
@@ -20,7 +20,8 @@ from .safe_checkpoint import enable_safe_resume, safe_checkpoint_globals
 from .show_results import ShowResultsHook
 
 __all__ = ['AmpFallbackWarning', 'AtomicLocalBackend', 'CheckpointHook', 'CPUAmpOptimWrapper',
-           'CPUDistributedDataParallel', 'GENERATORS', 'compile_inference_model',
+           'CPUDistributedDataParallel', 'GENERATORS', 'close_process_group',
+           'compile_inference_model',
            'InferenceFastPathHook',
            'InferenceProgressHook', 'LoggerHook',
            'ProgressBar', 'RNGStateHook', 'atomic_write', 'check_config', 'check_data_paths',
