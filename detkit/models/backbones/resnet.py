@@ -16,6 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
 from detkit.models.backbones.plugins import POSITIONS, build_plugin, plugin_base_name
 from detkit.models.layers import build_norm_layer
+from detkit.models.layers.fuse import conv_norm, sequential_conv_norm
 from detkit.registry import MODELS
 
 # (config, position) of the plugins of one stage, as passed to a block.
@@ -95,10 +96,10 @@ class BasicBlock(nn.Module):
         return [('conv1', self.norm1_name), ('conv2', self.norm2_name)]
 
     def _residual(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
+        identity = x if self.downsample is None else sequential_conv_norm(self.downsample, x)
+        out = self.relu(conv_norm(self.conv1, getattr(self, self.norm1_name), x))
         out = _apply_plugins(self, out, 'after_conv1')
-        out = getattr(self, self.norm2_name)(self.conv2(out))
+        out = conv_norm(self.conv2, getattr(self, self.norm2_name), out)
         out = _apply_plugins(self, out, 'after_conv2')
         return out + identity
 
@@ -175,12 +176,12 @@ class Bottleneck(nn.Module):
                 ('conv3', self.norm3_name)]
 
     def _residual(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
+        identity = x if self.downsample is None else sequential_conv_norm(self.downsample, x)
+        out = self.relu(conv_norm(self.conv1, getattr(self, self.norm1_name), x))
         out = _apply_plugins(self, out, 'after_conv1')
-        out = self.relu(getattr(self, self.norm2_name)(self.conv2(out)))
+        out = self.relu(conv_norm(self.conv2, getattr(self, self.norm2_name), out))
         out = _apply_plugins(self, out, 'after_conv2')
-        out = getattr(self, self.norm3_name)(self.conv3(out))
+        out = conv_norm(self.conv3, getattr(self, self.norm3_name), out)
         out = _apply_plugins(self, out, 'after_conv3')
         return out + identity
 
@@ -460,9 +461,9 @@ class ResNet(BaseBackbone):
             raise ValueError(f'ResNet expects input of shape (N, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
         if self.deep_stem:
-            x = self.stem(x)
+            x = sequential_conv_norm(self.stem, x)
         else:
-            x = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
+            x = self.relu(conv_norm(self.conv1, getattr(self, self.norm1_name), x))
         x = self.maxpool(x)
         outs = []
         for index, name in enumerate(self.stage_names):

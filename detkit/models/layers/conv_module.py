@@ -6,6 +6,7 @@ from typing import Any, Literal, cast
 from torch import Tensor, nn
 
 from detkit.models.layers.activation import INPLACE_ACTIVATIONS, build_activation_layer
+from detkit.models.layers.fuse import conv_norm
 from detkit.models.layers.norm import build_norm_layer
 
 # The conv_cfg types ConvModule builds (``None`` means ``dict(type='Conv2d')``).
@@ -129,9 +130,10 @@ class ConvModule(nn.Module):
             ``(N, out_channels, H', W')`` with ``H', W'`` given by the conv's stride, padding
             and dilation.
         """
-        x = self.conv(x)
         if self.norm_name is not None:
-            x = getattr(self, self.norm_name)(x)
+            x = conv_norm(self.conv, getattr(self, self.norm_name), x)  # one conv when it can
+        else:
+            x = self.conv(x)
         if self.activate is not None:
             x = self.activate(x)
         return x

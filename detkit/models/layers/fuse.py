@@ -1,4 +1,6 @@
-"""Fold inference-time batch norms into the convolutions before them.
+"""Fold fixed batch norms into the convolutions before them: for inference, once
+(:func:`fuse_conv_bn`), and at every call in bfloat16 or float16, training included
+(:func:`conv_norm`).
 
 In eval mode a batch norm with running statistics is a fixed affine map per channel,
 
@@ -31,6 +33,7 @@ import copy
 from typing import TypeGuard
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -122,3 +125,74 @@ def _folded(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
                                 requires_grad=False)
     fused.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
     return fused
+
+
+def conv_norm(conv: nn.Module, norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(conv(x))``, computed as one convolution when the norm is a fixed affine map and
+    the convolution runs in bfloat16 or float16 (autocast or such an input).
+
+    A batch norm in eval mode (``norm_eval=True``, the detectors' default when fine-tuning from
+    ImageNet) or a :class:`FrozenBatchNorm2d` is folded on the fly (module docstring): the
+    convolution runs with weight ``s[:, None, None, None] * W`` and bias ``s * (b - mean) +
+    beta``, built from the parameters at every call, so autograd carries the gradients to ``W``,
+    ``gamma`` and ``beta`` as through the two modules. That saves the norm's pass over the
+    feature map forward and its two passes backward (~2% of a bfloat16 RetinaNet R50-FPN train
+    step on a 2-core EPYC: 2.264 -> 2.221 s), and keeps no unnormalised copy for the backward.
+
+    Only in reduced precision: there the fold's float32 rounding (~1e-7 relative) vanishes
+    below bfloat16's (4e-3), while in float32 it would be of the order of the result's own
+    rounding and the features would no longer equal torchvision's and mmdetection's to 1e-5
+    (``tests/test_pretrained.py``). A norm in training mode (batch statistics), any other norm,
+    a convolution that is not a plain ``nn.Conv2d`` (see :func:`fuse_conv_bn`) and modules with
+    forward hooks (the hooks must see their module run) are applied as they are.
+    """
+    fixed = not norm.training or isinstance(norm, FrozenBatchNorm2d)
+    if not (_reduced_precision(x) and fixed and _plain_conv(conv)
+            and _foldable(norm, conv.out_channels) and conv.padding_mode == 'zeros'
+            and not norm._forward_hooks and not norm._forward_pre_hooks):
+        return norm(conv(x))
+    return _folded_conv(conv, norm, x)
+
+
+def _reduced_precision(x: Tensor) -> bool:
+    """Whether a convolution of ``x`` runs in bfloat16 or float16: autocast or the input."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device) in (torch.bfloat16, torch.float16)
+    return x.dtype in (torch.bfloat16, torch.float16)
+
+
+def _folded_conv(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(conv(x))`` as one convolution with the folded weight and bias (differentiable);
+    the scale and bias in float32 at least, whatever the parameters' dtype."""
+    mean, var, gamma, beta, eps = _statistics(norm)
+    exact = torch.promote_types(var.dtype, torch.float32)
+    mean, var = mean.to(exact), var.to(exact)
+    scale = (var + eps).rsqrt()
+    if gamma is not None:
+        scale = scale * gamma
+    bias = -mean * scale
+    if beta is not None:
+        bias = bias + beta
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    dtype = conv.weight.dtype
+    return F.conv2d(x, (conv.weight * scale[:, None, None, None]).to(dtype), bias.to(dtype),
+                    conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def sequential_conv_norm(layers: nn.Module, x: Tensor) -> Tensor:
+    """``layers(x)``; for an ``nn.Sequential`` (without hooks of its own), its children in order
+    with each (convolution, norm) neighbour pair through :func:`conv_norm`."""
+    if type(layers) is not nn.Sequential or layers._forward_hooks or layers._forward_pre_hooks:
+        return layers(x)
+    children = list(layers)
+    index = 0
+    while index < len(children):
+        if index + 1 < len(children) and isinstance(children[index], nn.Conv2d):
+            x = conv_norm(children[index], children[index + 1], x)
+            index += 2
+        else:
+            x = children[index](x)
+            index += 1
+    return x
