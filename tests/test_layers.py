@@ -8,6 +8,7 @@ from torch import nn
 from detkit.models.layers import (
     ConvModule,
     FrozenBatchNorm2d,
+    add_into,
     build_activation_layer,
     build_norm_layer,
 )
@@ -202,3 +203,21 @@ def test_conv_module_errors():
         ConvModule(3, 0, 1)
     assert ConvModule(3, 4, 1, conv_cfg=dict(type='Conv2d'))(torch.zeros(1, 3, 2, 2)).shape == (
         1, 4, 2, 2)
+
+
+def test_add_into_reuses_the_map_only_without_autograd():
+    weight = torch.ones(1, requires_grad=True)
+    x, y = torch.arange(6.).view(1, 2, 3, 1), torch.full((1, 2, 1, 1), 10.)
+    with torch.no_grad():
+        inferred = x * weight                 # a layer's output in inference: no graph
+        summed = add_into(inferred, y)
+    assert summed.data_ptr() == inferred.data_ptr()
+    assert summed.flatten().tolist() == [10., 11., 12., 13., 14., 15.]
+    trained = x * weight                      # autograd: a new map, the input untouched
+    summed = add_into(trained, y)
+    assert summed.data_ptr() != trained.data_ptr()
+    assert trained.flatten().tolist() == x.flatten().tolist()
+    summed.sum().backward()
+    assert weight.grad.tolist() == [15.]      # d/dw sum(x * w + y) = sum(x)
+    frozen = x.clone()                        # a frozen stage while training: no graph
+    assert add_into(frozen, y).data_ptr() == frozen.data_ptr() and frozen[0, 1, 0, 0] == 13.

@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from detkit.models.backbones.base import BaseBackbone, maybe_checkpoint
 from detkit.models.backbones.plugins import POSITIONS, build_plugin, plugin_base_name
-from detkit.models.layers import build_norm_layer
+from detkit.models.layers import add_into, build_norm_layer
 from detkit.models.layers.fuse import conv_norm, sequential_conv_norm
 from detkit.registry import MODELS
 
@@ -101,7 +101,7 @@ class BasicBlock(nn.Module):
         out = _apply_plugins(self, out, 'after_conv1')
         out = conv_norm(self.conv2, getattr(self, self.norm2_name), out)
         out = _apply_plugins(self, out, 'after_conv2')
-        return out + identity
+        return add_into(out, identity)   # out is this block's own map
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the block.
@@ -183,7 +183,7 @@ class Bottleneck(nn.Module):
         out = _apply_plugins(self, out, 'after_conv2')
         out = conv_norm(self.conv3, getattr(self, self.norm3_name), out)
         out = _apply_plugins(self, out, 'after_conv3')
-        return out + identity
+        return add_into(out, identity)   # out is this block's own map
 
     def forward(self, x: Tensor) -> Tensor:
         """Run the block.

@@ -185,7 +185,7 @@ class RPNHead(BaseModule):
         """
         cls_scores, bbox_preds = [], []
         for feat in feats:
-            hidden = torch.relu(self.rpn_conv(feat))
+            hidden = torch.relu_(self.rpn_conv(feat))   # the conv keeps its input, not its output
             cls_scores.append(self.rpn_cls(hidden))
             bbox_preds.append(self.rpn_reg(hidden))
         return cls_scores, bbox_preds

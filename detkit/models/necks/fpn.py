@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from detkit.models.layers import ConvModule
+from detkit.models.layers import ConvModule, add_into
 from detkit.registry import MODELS
 
 EXTRA_CONV_SOURCES = ('on_input', 'on_lateral', 'on_output')
@@ -159,7 +159,9 @@ class FPN(BaseModule):
         laterals = [conv(inputs[self.start_level + i])
                     for i, conv in enumerate(self.lateral_convs)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + self._upsample(laterals[i], laterals[i - 1])
+            # the lateral conv's own output: summed in place where no gradient flows
+            coarse = self._upsample(laterals[i], laterals[i - 1])
+            laterals[i - 1] = add_into(laterals[i - 1], coarse)
         outs = [self.fpn_convs[i](lateral) for i, lateral in enumerate(laterals)]
 
         num_used = len(outs)
