@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from detkit.apis import DetResult, inference_detector, init_detector  # noqa: E402
 from detkit.datasets.transforms.loading import decode_image  # noqa: E402
+from detkit.engine.allocator import tune_cpu_allocator  # noqa: E402
 from detkit.engine.progress import ProgressBar  # noqa: E402
 from detkit.visualization import draw_detections  # noqa: E402
 
@@ -186,6 +187,7 @@ def run_video(path: str, model, args: argparse.Namespace) -> tuple[list[dict], f
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    tune_cpu_allocator()   # feature maps reuse freed memory (detkit/engine/allocator.py)
     if not osp.exists(args.input):
         raise SystemExit(f'tools/demo.py: input {args.input!r} does not exist')
     is_video = osp.isfile(args.input) and args.input.lower().endswith(VIDEO_EXTENSIONS)

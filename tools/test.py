@@ -28,6 +28,7 @@ from detkit.engine import (  # noqa: E402
     configure_launcher,
     enable_amp,
     prepare_generated_data,
+    tune_cpu_allocator,
 )
 from detkit.engine.own_data import apply_own_data  # noqa: E402
 
@@ -60,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    print(f'CPU allocator: {tune_cpu_allocator()}', flush=True)  # before the model is built
     if not osp.isfile(args.config):
         sys.exit(f'tools/test.py: config file {args.config!r} does not exist')
     if not osp.isfile(args.checkpoint):

@@ -23,6 +23,7 @@ from detkit.engine import (  # noqa: E402
     configure_launcher,
     enable_amp,
     prepare_generated_data,
+    tune_cpu_allocator,
 )
 from detkit.engine.own_data import apply_own_data  # noqa: E402
 
@@ -120,6 +121,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    print(f'CPU allocator: {tune_cpu_allocator()}', flush=True)  # before the model is built
     try:
         cfg = build_config(args)
         prepare_generated_data(cfg, stage='train')  # a synthetic set the config can draw

@@ -1,5 +1,6 @@
 """Training-time pieces around mmengine's Runner: crash-safe and exactly resumable checkpoints,
 safe checkpoint loading, config checks, generated data sets, progress, CPU mixed precision."""
+from .allocator import tune_cpu_allocator
 from .amp import (
     AmpFallbackWarning,
     compile_inference_model,
@@ -28,4 +29,4 @@ __all__ = ['AmpFallbackWarning', 'AtomicLocalBackend', 'CheckpointHook', 'CPUAmp
            'configure_launcher', 'cpu_model_name', 'enable_amp', 'enable_safe_resume',
            'generate_data_set', 'missing_data_paths', 'native_cpu_bf16',
            'prepare_generated_data', 'prepare_inference_model', 'safe_checkpoint_globals',
-           'ShowResultsHook']
+           'ShowResultsHook', 'tune_cpu_allocator']

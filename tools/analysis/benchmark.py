@@ -3,6 +3,7 @@
     python tools/analysis/benchmark.py CONFIG [CONFIG ...] [--task train inference]
         [--batch 2] [--size 640] [--height 512] [--iters 5] [--warmup 2] [--device cpu]
         [--checkpoint CKPT] [--peer-weights] [--no-peer] [--compile] [--threads N]
+        [--default-allocator]
 
 For each config and task, four variants run on the same uint8 batch (and, for ``train``, the
 same ground truth), their timed iterations alternating after the warm-up so that a machine
@@ -28,7 +29,9 @@ the median seconds per iteration, images/s, the peak bytes the allocator held du
 iteration (CPU: from the profiler's memory events), GFLOPS (``torch.utils.flop_counter``'s
 count of the iteration / its median time) and that as a share of the roof: the best GFLOPS of a
 3x3 convolution of the row's dtype on this machine, measured at the start of the run. The
-header names the CPU and its bfloat16 units (AVX512-BF16, AMX).
+header names the CPU and its bfloat16 units (AVX512-BF16, AMX), and the C allocator's settings:
+every variant runs with the ones detkit's tools set (:func:`detkit.engine.tune_cpu_allocator`:
+freed memory kept for the next feature maps), or glibc's defaults with ``--default-allocator``.
 
 Without a checkpoint the models have random weights, and random heads find different numbers
 of detections, which changes post-processing time; ``--peer-weights`` (a ``configs/torchvision``
@@ -56,6 +59,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
 import detkit.models  # noqa: E402,F401
+from detkit.engine.allocator import tune_cpu_allocator  # noqa: E402
 from detkit.engine.amp import (  # noqa: E402
     AmpFallbackWarning,
     compile_inference_model,
@@ -91,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--compile', action='store_true',
                         help='inference: also time detkit --amp under torch.compile')
     parser.add_argument('--threads', type=int, help='torch intra-op threads on the CPU')
+    parser.add_argument('--default-allocator', action='store_true',
+                        help="keep glibc's malloc defaults instead of what detkit's tools set "
+                        '(detkit/engine/allocator.py), for every variant')
     args = parser.parse_args(argv)
     if args.peer_weights and (args.no_peer or args.checkpoint):
         parser.error('--peer-weights copies the peer\'s weights: it excludes --no-peer and '
@@ -400,6 +407,8 @@ def build_variants(config: str, args: argparse.Namespace, task: str, images, tar
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark and print one table; return its rows as dicts."""
     args = parse_args(argv)
+    allocator = ('glibc defaults (--default-allocator)' if args.default_allocator
+                 else tune_cpu_allocator())   # as the tools, for detkit and torchvision alike
     if args.threads:
         torch.set_num_threads(args.threads)
     for config in args.configs:
@@ -426,6 +435,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f'{args.iters} timed iterations per variant (alternating) after {args.warmup} '
           f'warm-up; weights: ' + (args.checkpoint or ('random, the same in both'
                                                        if args.peer_weights else 'random')))
+    print(f'allocator: {allocator}')
     print('roof (best 3x3 convolution, channels-last): '
           + ', '.join(f'{str(dtype).split(".")[-1]} {gflops:.0f} GFLOPS'
                       for dtype, gflops in roofs.items()))
