@@ -3,7 +3,7 @@
     python tools/analysis/benchmark.py CONFIG [CONFIG ...] [--task train inference]
         [--batch 2] [--size 640] [--height 512] [--iters 5] [--warmup 2] [--device cpu]
         [--checkpoint CKPT] [--peer-weights] [--no-peer] [--compile] [--threads N]
-        [--default-allocator]
+        [--default-allocator] [--roof-repeats 8]
 
 For each config and task, four variants run on the same uint8 batch (and, for ``train``, the
 same ground truth), their timed iterations alternating after the warm-up so that a machine
@@ -95,10 +95,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--compile', action='store_true',
                         help='inference: also time detkit --amp under torch.compile')
     parser.add_argument('--threads', type=int, help='torch intra-op threads on the CPU')
+    parser.add_argument('--roof-repeats', type=int, default=8,
+                        help='timed calls per shape of the roof convolution (median)')
     parser.add_argument('--default-allocator', action='store_true',
                         help="keep glibc's malloc defaults instead of what detkit's tools set "
                         '(detkit/engine/allocator.py), for every variant')
     args = parser.parse_args(argv)
+    if args.roof_repeats < 1:
+        parser.error(f'--roof-repeats must be at least 1, got {args.roof_repeats}')
     if args.peer_weights and (args.no_peer or args.checkpoint):
         parser.error('--peer-weights copies the peer\'s weights: it excludes --no-peer and '
                      '--checkpoint')
@@ -421,8 +425,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     height, width = args.height or args.size, args.size
     cuda = torch.device(device).type == 'cuda'
     low = torch.float16 if cuda else torch.bfloat16
-    roofs = {torch.float32: conv_roof_gflops(torch.float32, device),
-             low: conv_roof_gflops(low, device)}
+    roofs = {torch.float32: conv_roof_gflops(torch.float32, device, args.roof_repeats),
+             low: conv_roof_gflops(low, device, args.roof_repeats)}
     if cuda:
         machine = torch.cuda.get_device_name(device)
     else:

@@ -49,7 +49,7 @@ def count_flops(call: Callable[[], object]) -> int:
 
 def conv_roof_gflops(dtype: torch.dtype, device: str = 'cpu', repeats: int = 8) -> float:
     """The highest GFLOPS of a 3x3 convolution forward over :data:`ROOF_SHAPES` (batch 2,
-    channels-last, median of ``repeats`` after two warm-up calls)."""
+    channels-last, median of ``repeats`` after up to two warm-up calls: as many as ``repeats``)."""
     best = 0.0
     generator = torch.Generator().manual_seed(0)
     for c_in, c_out, height, width in ROOF_SHAPES:
@@ -60,14 +60,15 @@ def conv_roof_gflops(dtype: torch.dtype, device: str = 'cpu', repeats: int = 8) 
         flops = 2 * 2 * c_out * height * width * c_in * 9
         seconds = []
         with torch.no_grad():
-            for index in range(repeats + 2):
+            warmup = min(2, repeats)
+            for index in range(repeats + warmup):
                 if device != 'cpu':
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 conv(x)
                 if device != 'cpu':
                     torch.cuda.synchronize(device)
-                if index >= 2:
+                if index >= warmup:
                     seconds.append(time.perf_counter() - start)
         best = max(best, flops / statistics.median(seconds) / 1e9)
     return best
