@@ -105,19 +105,27 @@ def _statistics(norm: nn.Module) -> tuple[Tensor, Tensor, Tensor | None, Tensor 
     return mean, var, weight, bias, float(getattr(norm, 'eps'))
 
 
+def _folded_weight_bias(conv: nn.Conv2d, norm: nn.Module,
+                        dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The weight ``s[:, None, None, None] * W`` and bias ``s * (b - mean) + beta`` of the
+    convolution ``norm(conv(x))`` is (module docstring), computed in ``dtype``; differentiable
+    in the conv's and the norm's parameters."""
+    mean, var, gamma, beta, eps = _statistics(norm)
+    scale = (var.to(dtype) + eps).rsqrt()
+    if gamma is not None:  # affine=False: gamma 1, beta 0
+        scale = scale * gamma.to(dtype)
+    bias = -mean.to(dtype) * scale
+    if beta is not None:
+        bias = bias + beta.to(dtype)
+    if conv.bias is not None:
+        bias = bias + conv.bias.to(dtype) * scale
+    return conv.weight.to(dtype) * scale[:, None, None, None], bias
+
+
 @torch.no_grad()
 def _folded(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
-    """The convolution ``norm(conv(x))`` is (module docstring), computed in float64."""
-    mean, var, gamma, beta, eps = _statistics(norm)
-    scale = (var.double() + eps).rsqrt()
-    if gamma is not None:  # affine=False: gamma 1, beta 0
-        scale = scale * gamma.double()
-    bias = -mean.double() * scale
-    if beta is not None:
-        bias = bias + beta.double()
-    if conv.bias is not None:
-        bias = bias + conv.bias.double() * scale
-    weight = conv.weight.double() * scale[:, None, None, None]
+    """The convolution ``norm(conv(x))`` is, computed in float64, as a new module."""
+    weight, bias = _folded_weight_bias(conv, norm, torch.float64)
     layout = (torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last)
               and not conv.weight.is_contiguous() else torch.contiguous_format)
     fused = copy.deepcopy(conv)
@@ -165,20 +173,11 @@ def _reduced_precision(x: Tensor) -> bool:
 def _folded_conv(conv: nn.Conv2d, norm: nn.Module, x: Tensor) -> Tensor:
     """``norm(conv(x))`` as one convolution with the folded weight and bias (differentiable);
     the scale and bias in float32 at least, whatever the parameters' dtype."""
-    mean, var, gamma, beta, eps = _statistics(norm)
-    exact = torch.promote_types(var.dtype, torch.float32)
-    mean, var = mean.to(exact), var.to(exact)
-    scale = (var + eps).rsqrt()
-    if gamma is not None:
-        scale = scale * gamma
-    bias = -mean * scale
-    if beta is not None:
-        bias = bias + beta
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
+    weight, bias = _folded_weight_bias(conv, norm,
+                                       torch.promote_types(conv.weight.dtype, torch.float32))
     dtype = conv.weight.dtype
-    return F.conv2d(x, (conv.weight * scale[:, None, None, None]).to(dtype), bias.to(dtype),
-                    conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.conv2d(x, weight.to(dtype), bias.to(dtype), conv.stride, conv.padding,
+                    conv.dilation, conv.groups)
 
 
 def sequential_conv_norm(layers: nn.Module, x: Tensor) -> Tensor:
