@@ -120,7 +120,7 @@ def test_benchmark_times_four_variants_with_memory_flops_and_roof(capsys):
     import benchmark
     rows = benchmark.main([osp.join(REPO, 'configs', 'retinanet_r50.py'), '--task', 'inference',
                            '--size', '64', '--batch', '2', '--iters', '2', '--warmup', '0',
-                           '--threads', '1', '--roof-repeats', '1'])
+                           '--threads', '1', '--roof-repeats', '1', '--profile', '3'])
     assert [row['variant'] for row in rows] == ['detkit fp32', 'detkit --amp',
                                                 'torchvision fp32', 'torchvision best']
     for row in rows:
@@ -136,6 +136,28 @@ def test_benchmark_times_four_variants_with_memory_flops_and_roof(capsys):
     out = capsys.readouterr().out
     assert 'batch 2x3x64x64' in out and 'roof (best 3x3 convolution' in out
     assert out.count('| retinanet_r50.py | inference |') == 4
+    # --profile 3: each variant's three costliest operators, convolutions first among them
+    for variant in by_name:
+        title = f'where one iteration goes: retinanet_r50.py inference, {variant} ('
+        assert out.count(title) == 1
+        table = out.split(title)[1].split('\n')[3:6]
+        assert len(table) == 3 and all(line.startswith('| aten::') for line in table)
+        assert any('conv' in line for line in table)
+
+
+def test_operator_times_counts_calls_and_ranks_by_self_time():
+    import profiling
+    big, small = torch.randn(384, 384), torch.randn(8, 8)
+
+    def call():
+        for _ in range(3):
+            big @ big
+        small.add(1)
+    rows = profiling.operator_times(call)
+    by_name = {name: (ms, calls) for name, ms, calls in rows}
+    assert by_name['aten::mm'][1] == 3 and by_name['aten::add'][1] == 1
+    assert rows[0][0] == 'aten::mm'                  # 3 x 113 MFLOP, the costliest
+    assert [ms for _, ms, _ in rows] == sorted((ms for _, ms, _ in rows), reverse=True)
 
 
 def test_benchmark_batch_is_reproducible():

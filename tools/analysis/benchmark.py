@@ -3,7 +3,7 @@
     python tools/analysis/benchmark.py CONFIG [CONFIG ...] [--task train inference]
         [--batch 2] [--size 640] [--height 512] [--iters 5] [--warmup 2] [--device cpu]
         [--checkpoint CKPT] [--peer-weights] [--no-peer] [--compile] [--threads N]
-        [--default-allocator] [--roof-repeats 8]
+        [--default-allocator] [--roof-repeats 8] [--profile N]
 
 For each config and task, four variants run on the same uint8 batch (and, for ``train``, the
 same ground truth), their timed iterations alternating after the warm-up so that a machine
@@ -32,6 +32,8 @@ count of the iteration / its median time) and that as a share of the roof: the b
 header names the CPU and its bfloat16 units (AVX512-BF16, AMX), and the C allocator's settings:
 every variant runs with the ones detkit's tools set (:func:`detkit.engine.tune_cpu_allocator`:
 freed memory kept for the next feature maps), or glibc's defaults with ``--default-allocator``.
+``--profile N`` then prints, after the table, the ``N`` operators one iteration of each variant
+spends most time in (``torch.profiler``'s self time, with each operator's share of the total).
 
 Without a checkpoint the models have random weights, and random heads find different numbers
 of detections, which changes post-processing time; ``--peer-weights`` (a ``configs/torchvision``
@@ -71,7 +73,12 @@ from detkit.engine.amp import (  # noqa: E402
 from detkit.registry import MODELS  # noqa: E402
 from detkit.structures import DetSample  # noqa: E402
 
-from profiling import conv_roof_gflops, count_flops, cpu_peak_bytes  # noqa: E402
+from profiling import (  # noqa: E402
+    conv_roof_gflops,
+    count_flops,
+    cpu_peak_bytes,
+    operator_times,
+)
 
 PEERS = {'RetinaNet': 'retinanet_resnet50_fpn', 'FasterRCNN': 'fasterrcnn_resnet50_fpn'}
 
@@ -97,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='torch intra-op threads on the CPU')
     parser.add_argument('--roof-repeats', type=int, default=8,
                         help='timed calls per shape of the roof convolution (median)')
+    parser.add_argument('--profile', type=int, default=0, metavar='N',
+                        help='after the table, the N operators each variant spends most time '
+                        'in (torch.profiler, one iteration)')
     parser.add_argument('--default-allocator', action='store_true',
                         help="keep glibc's malloc defaults instead of what detkit's tools set "
                         '(detkit/engine/allocator.py), for every variant')
@@ -447,6 +457,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           '| vs torchvision fp32 | vs torchvision best |')
     print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     rows: list[dict] = []
+    profiles: list[tuple[str, str, Variant]] = []
     for config in args.configs:
         for task in args.task:
             torch.manual_seed(0)
@@ -475,7 +486,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"| {row['config']} | {task} | {variant.name} | {row['seconds']:.3f} | "
                       f"{row['images_per_s']:.2f} | {row['peak_mib']:.0f} | {gflops:.0f} | "
                       f"{100 * row['roof_share']:.0f}% | {ratios} |", flush=True)
+            profiles += [(osp.basename(config), task, variant) for variant in variants]
+    if args.profile:
+        for config_name, task, variant in profiles:
+            print_operator_times(f'{config_name} {task}, {variant.name}',
+                                 operator_times(variant.run, device), args.profile)
     return rows
+
+
+def print_operator_times(title: str, times: list[tuple[str, float, int]], most: int) -> None:
+    """The ``most`` costliest operators of one profiled iteration, as a table."""
+    total = sum(ms for _, ms, _ in times)
+    print(f'\nwhere one iteration goes: {title} ({total:.0f} ms in operators, self time)')
+    print('| operator | ms | share | calls |\n| --- | ---: | ---: | ---: |')
+    for name, ms, calls in times[:most]:
+        print(f'| {name} | {ms:.1f} | {100 * ms / total:.1f}% | {calls} |')
 
 
 def peak_cuda_bytes(call: Callable[[], None], device: str) -> int:

@@ -7,6 +7,8 @@
 * :func:`conv_roof_gflops`: the best a 3x3 convolution reaches on this machine, in a dtype and
   the memory format it runs fastest in: the roof a detector's step is measured against (its
   GFLOPS can only approach it, since convolutions are ~90% of its FLOPs and time).
+* :func:`operator_times`: where one call's time goes, operator by operator (``torch.profiler``),
+  for ``benchmark.py --profile``.
 """
 from __future__ import annotations
 
@@ -72,3 +74,27 @@ def conv_roof_gflops(dtype: torch.dtype, device: str = 'cpu', repeats: int = 8) 
                     seconds.append(time.perf_counter() - start)
         best = max(best, flops / statistics.median(seconds) / 1e9)
     return best
+
+
+def operator_times(call: Callable[[], object],
+                   device: str = 'cpu') -> list[tuple[str, float, int]]:
+    """Where the time of one ``call()`` goes: ``(operator, self milliseconds, calls)`` for every
+    operator ``torch.profiler`` records, the most expensive first.
+
+    Self time is the time inside the operator itself, not in the operators it calls, so the
+    rows add up to the call's time (less what runs outside any operator: Python, the
+    profiler's own cost). On CUDA it is the device time of the kernels each operator launched.
+    """
+    cuda = torch.device(device).type == 'cuda'
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with profile(activities=activities) as prof:
+            call()
+            if cuda:
+                torch.cuda.synchronize(device)
+    rows = [(event.key,
+             (event.self_device_time_total if cuda else event.self_cpu_time_total) / 1e3,
+             event.count)
+            for event in prof.key_averages()]
+    return sorted(rows, key=lambda row: -row[1])
