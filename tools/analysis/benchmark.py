@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           '| vs torchvision fp32 | vs torchvision best |')
     print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
     rows: list[dict] = []
-    profiles: list[tuple[str, str, Variant]] = []
+    profiles: list[tuple[str, list[tuple[str, float, int]]]] = []
     for config in args.configs:
         for task in args.task:
             torch.manual_seed(0)
@@ -486,11 +486,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"| {row['config']} | {task} | {variant.name} | {row['seconds']:.3f} | "
                       f"{row['images_per_s']:.2f} | {row['peak_mib']:.0f} | {gflops:.0f} | "
                       f"{100 * row['roof_share']:.0f}% | {ratios} |", flush=True)
-            profiles += [(osp.basename(config), task, variant) for variant in variants]
-    if args.profile:
-        for config_name, task, variant in profiles:
-            print_operator_times(f'{config_name} {task}, {variant.name}',
-                                 operator_times(variant.run, device), args.profile)
+            if args.profile:   # profiled now, printed after the table
+                profiles += [(f'{osp.basename(config)} {task}, {variant.name}',
+                              operator_times(variant.run, device)) for variant in variants]
+    for title, times in profiles:
+        print_operator_times(title, times, args.profile)
     return rows
 
 
