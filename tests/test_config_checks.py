@@ -1,6 +1,7 @@
 """Pre-flight config checks: the arguments and simple value types of detkit's classes."""
 from __future__ import annotations
 
+import argparse
 import copy
 import glob
 import os.path as osp
@@ -8,7 +9,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from detkit.engine.config_checks import check_config_arguments
+from detkit.engine.config_checks import ConfigOptions, check_config_arguments, load_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -61,3 +62,34 @@ def test_pipeline_entries_and_mmengine_classes(shapes_cfg):
                                        r"Resize has no argument 'keep_ration'; did you mean "
                                        r"'keep_ratio'"):
         check_config_arguments(cfg)
+
+
+def test_a_syntax_error_is_named_at_its_file_and_line(tmp_path):
+    base = tmp_path / 'base.py'
+    base.write_text('model = dict(type="RetinaNet")\nx = [1, 2\n')
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = ['./base.py']\nmodel = dict(num_classes=3)\n")
+    with pytest.raises(ValueError, match=rf"^{base}:2: '\[' was never closed$"):
+        load_config(str(child))                     # in a _base_ file: that file is named
+    broken = tmp_path / 'broken.py'
+    broken.write_text('a = 1\nb = (2,\n')
+    with pytest.raises(ValueError, match=rf"^{broken}:2: '\(' was never closed$"):
+        load_config(str(broken))
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        load_config(str(tmp_path / 'nope.py'))
+    base.write_text('x = [1, 2]\n')
+    assert load_config(str(child)).x == [1, 2]
+
+
+def test_malformed_cfg_options_are_argparse_errors_naming_the_item(capsys):
+    parser = argparse.ArgumentParser(prog='train.py')
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptions)
+    args = parser.parse_args(['--cfg-options', 'a.b=3', 'c=[1, 2]', "d=('x', 4)"])
+    assert args.cfg_options == {'a.b': 3, 'c': [1, 2], 'd': ('x', 4)}
+    for item, words in (('foo', "'foo': expected KEY=VALUE"),
+                        ('=3', "'=3': expected KEY=VALUE"),
+                        ('n=[1,2', "'n=[1,2': the value '[1,2' is not a number")):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(['--cfg-options', item])
+        assert info.value.code == 2
+        assert f'train.py: error: --cfg-options {words}' in capsys.readouterr().err

@@ -18,18 +18,21 @@ import tempfile
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source tree
 
-from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
 from detkit.engine import (  # noqa: E402
+    ConfigOptions,
     check_config,
+    check_output_file,
     close_process_group,
     configure_launcher,
     enable_amp,
+    load_config,
     prepare_generated_data,
     tune_cpu_allocator,
 )
+from detkit.engine.checkpoint_fit import check_state_fits, read_checkpoint  # noqa: E402
 from detkit.engine.own_data import apply_own_data  # noqa: E402
 
 
@@ -48,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='the fastest numerics of this machine (bf16 autocast + '
                         'channels-last on a CPU with native bfloat16, fp16 on CUDA); a config '
                         'can say amp=True')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptions, metavar='KEY=VALUE',
                         help='override config keys')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
@@ -66,7 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f'tools/test.py: config file {args.config!r} does not exist')
     if not osp.isfile(args.checkpoint):
         sys.exit(f'tools/test.py: checkpoint {args.checkpoint!r} does not exist')
-    cfg = Config.fromfile(args.config)
+    try:
+        cfg = load_config(args.config)
+    except ValueError as error:
+        sys.exit(f'tools/test.py: {error}')
     configure_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         if not args.out.endswith('.json'):
             sys.exit(f'tools/test.py: --out {args.out!r} must name a .json file')
+        try:
+            check_output_file(args.out)   # now, not after the evaluation
+        except ValueError as error:
+            sys.exit(f'tools/test.py: --out {error}')
         out_dir = tempfile.mkdtemp(prefix='detkit_test_')
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
             cfg.test_evaluator]
@@ -106,14 +116,20 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         prepare_generated_data(cfg, stage='test')  # a synthetic set the config can draw
         check_config(cfg, stage='test')
-    except (KeyError, TypeError, FileNotFoundError) as error:
+        state = None if cfg.load_from is None else read_checkpoint(cfg.load_from)[0]
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
         sys.exit(f'tools/test.py {args.config}: {error.args[0]}')
     runner = Runner.from_cfg(cfg)
+    if state is not None:   # mmengine would load a misfit non-strictly, with a warning
+        try:
+            check_state_fits(runner.model, state, cfg.load_from, args.config, exact=True)
+        except ValueError as error:
+            sys.exit(f'tools/test.py: {error}')
+        del state
     metrics = runner.test()
     if out_dir is not None:
         produced = osp.join(out_dir, 'results.bbox.json')
         if osp.isfile(produced):
-            os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
             shutil.move(produced, args.out)
             print(f'detections written to {args.out}')
         shutil.rmtree(out_dir, ignore_errors=True)

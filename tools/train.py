@@ -13,18 +13,21 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a source tree
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner, find_latest_checkpoint  # noqa: E402
 
 import detkit  # noqa: E402,F401  (safe checkpoint loading)
 from detkit.engine import (  # noqa: E402
+    ConfigOptions,
     check_config,
     close_process_group,
     configure_launcher,
     enable_amp,
+    load_config,
     prepare_generated_data,
     tune_cpu_allocator,
 )
+from detkit.engine.checkpoint_fit import check_state_fits, read_checkpoint  # noqa: E402
 from detkit.engine.own_data import apply_own_data  # noqa: E402
 
 
@@ -51,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--sync-bn', action='store_true',
                         help='distributed training: turn BatchNorm layers into SyncBatchNorm '
                         '(statistics over the whole global batch)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptions, metavar='KEY=VALUE',
                         help='override config keys, e.g. train_cfg.max_epochs=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher (pytorch: under torchrun)')
@@ -64,9 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config file with the command line applied on top."""
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file {args.config!r} does not exist')
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)   # FileNotFoundError, ValueError naming FILE:LINE
     configure_launcher(cfg, args.launcher)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -126,9 +127,20 @@ def main(argv: list[str] | None = None) -> None:
         cfg = build_config(args)
         prepare_generated_data(cfg, stage='train')  # a synthetic set the config can draw
         check_config(cfg, stage='train')
-    except (KeyError, TypeError, FileNotFoundError) as error:
+        load_from = cfg.get('load_from')
+        local = isinstance(load_from, str) and '://' not in load_from
+        state = read_checkpoint(osp.expanduser(load_from))[0] if local else None
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
         sys.exit(f'tools/train.py {args.config}: {error.args[0]}')
     runner = Runner.from_cfg(cfg)
+    if state is not None:
+        # mmengine loads load_from non-strictly (a fine-tune's resized classifier stays as
+        # initialised, logged); a checkpoint of which no tensor fits is another model's.
+        try:
+            check_state_fits(runner.model, state, load_from, args.config, exact=False)
+        except ValueError as error:
+            sys.exit(f'tools/train.py: {error}')
+        del state
     runner.train()
     close_process_group()  # under torchrun: before the interpreter's shutdown, not during it
 

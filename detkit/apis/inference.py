@@ -29,6 +29,8 @@ from detkit.engine.amp import (
     enable_amp,
     prepare_inference_model,
 )
+from detkit.engine.checkpoint_fit import check_state_fits, read_checkpoint
+from detkit.engine.config_checks import load_config
 from detkit.engine.own_data import apply_own_data
 from detkit.registry import MODELS, TRANSFORMS, check_config_types
 from detkit.structures import Detections, DetSample
@@ -286,10 +288,10 @@ def _load_config(config: str | os.PathLike[str] | Config) -> Config:
     if not isinstance(config, (str, os.PathLike)):
         raise TypeError(f'init_detector: config must be a file path or an mmengine Config, got '
                         f'{type(config).__name__}')
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'init_detector: config file {os.fspath(config)!r} does not '
-                                'exist')
-    return Config.fromfile(os.fspath(config))
+    try:
+        return load_config(os.fspath(config))
+    except (FileNotFoundError, ValueError) as error:
+        raise type(error)(f'init_detector: {error}') from None
 
 
 def _config_name(config: Any) -> str:
@@ -302,39 +304,13 @@ def _load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike[str],
                   config_name: str) -> dict[str, Any]:
     """Load ``checkpoint`` strictly into ``model`` (safe unpickling); return its ``meta``."""
     path = os.fspath(checkpoint)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'init_detector: checkpoint {path!r} does not exist')
     try:
-        content = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # the unpickler's errors name the refused global
-        raise ValueError(f'init_detector: cannot load checkpoint {path!r} safely: '
-                         f'{error}') from error
-    if not isinstance(content, dict):
-        raise ValueError(f'init_detector: checkpoint {path!r} holds a {type(content).__name__}; '
-                         'expected a state dict or a dict with a `state_dict`')
-    state = content.get('state_dict', content)
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f'init_detector: checkpoint {path!r} has no state dict of tensors')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}'
-                  for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        for title, keys in (('missing', missing), ('unexpected', unexpected),
-                            ('with other shapes', mismatched)):
-            if keys:
-                shown = ', '.join(keys[:5]) + (f', ... ({len(keys)} in all)'
-                                               if len(keys) > 5 else '')
-                parts.append(f'{len(keys)} keys {title}: {shown}')
-        raise ValueError(f'init_detector: checkpoint {path!r} does not fit the model of config '
-                         f'{config_name} (is it for another architecture or class count?); '
-                         + '; '.join(parts))
+        state, meta = read_checkpoint(path)
+        check_state_fits(model, state, path, config_name, exact=True)
+    except (FileNotFoundError, ValueError) as error:
+        raise type(error)(f'init_detector: {error}') from None
     model.load_state_dict(state, strict=True)
-    meta = content.get('meta', {})
-    return meta if isinstance(meta, dict) else {}
+    return meta
 
 
 def _class_names(meta: dict[str, Any], cfg: Config) -> tuple[str, ...]:

@@ -66,6 +66,29 @@ def atomic_write(data: bytes | str, path: str | os.PathLike, encoding: str = 'ut
         raise
 
 
+def check_output_file(path: str | os.PathLike) -> None:
+    """Make sure ``path`` can be written before the work that produces it starts.
+
+    Creates the folder if needed (as :func:`atomic_write` would), so that a tool fails in its
+    first second, not after an evaluation or a conversion whose result it then could not keep.
+
+    Raises:
+        ValueError: the folder cannot be created (a file stands in its way, no permission), it
+            is not writable, or ``path`` is a folder; the message names the path and why.
+    """
+    path = os.fspath(path)
+    folder = osp.dirname(osp.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f'{path!r}: cannot create the folder {folder!r} '
+                         f'({error.strerror})') from None
+    if osp.isdir(path):
+        raise ValueError(f'{path!r} is a folder; expected a file name')
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f'{path!r}: the folder {folder!r} is not writable')
+
+
 class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend with atomic ``put`` and ``put_text`` (see
     :func:`atomic_write`); everything else is :class:`mmengine.fileio.LocalBackend`'s."""

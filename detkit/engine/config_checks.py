@@ -5,12 +5,16 @@ first second with a message that names the config key, not an hour later inside 
 """
 from __future__ import annotations
 
+import argparse
+import ast
 import difflib
 import inspect
 import os.path as osp
 import types
 import typing
 from typing import Any, Iterable
+
+from mmengine.config import Config, DictAction
 
 from detkit.registry import (
     ALL_REGISTRIES,
@@ -24,6 +28,75 @@ QUICK_START_HINT = (
     'To try detkit without COCO, train on the synthetic shapes set, which this command '
     'generates:\n'
     '    python tools/train.py configs/retinanet_r50_shapes.py')
+
+
+class ConfigOptions(DictAction):
+    """mmengine's ``--cfg-options KEY=VALUE ...`` action, whose malformed items are argparse
+    errors naming the item and the expected form instead of a traceback (mmengine raises
+    ``ValueError`` for an item without ``=`` and ``AssertionError`` for unbalanced brackets)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        items = values if isinstance(values, list) else [values]
+        for item in items:
+            key, sep, value = str(item).partition('=')
+            if not sep or not key:
+                parser.error(f'{option_string} {item!r}: expected KEY=VALUE, e.g. '
+                             'train_cfg.max_epochs=12 or model.bbox_head.num_classes=3')
+            try:
+                self._parse_iterable(value)
+            except (AssertionError, ValueError) as error:
+                parser.error(f'{option_string} {item!r}: the value {value!r} is not a number, '
+                             f'string, or bracketed list/tuple ({error})')
+        super().__call__(parser, namespace, values, option_string)
+
+
+def load_config(path: str) -> Config:
+    """``Config.fromfile``, whose syntax errors name the file and the line that holds them.
+
+    mmengine reports a syntax error in a config, or in any of its ``_base_`` files, as
+    ``File "<unknown>", line N``: which file is not said.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a syntax error: ``'FILE:LINE: what'``, FILE the config or the ``_base_``
+            file that holds it.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} does not exist')
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as error:
+        raise ValueError(_syntax_error_where(path, error)) from None
+
+
+def _syntax_error_where(path: str, error: SyntaxError) -> str:
+    """``'FILE:LINE: message'`` of the first file among ``path`` and its ``_base_`` files (depth
+    first, in order) that Python cannot compile."""
+    queue, seen = [path], set()
+    while queue:
+        file = queue.pop(0)
+        if file in seen or not osp.isfile(file):
+            continue
+        seen.add(file)
+        with open(file, encoding='utf-8', errors='replace') as f:
+            source = f.read()
+        try:
+            tree = ast.parse(source, filename=file)
+        except SyntaxError as found:
+            return f'{file}:{found.lineno}: {found.msg}'
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == '_base_'):
+                try:
+                    bases = ast.literal_eval(node.value)
+                except ValueError:
+                    continue
+                bases = [bases] if isinstance(bases, str) else list(bases)
+                queue[:0] = [osp.normpath(osp.join(osp.dirname(file), b)) for b in bases
+                             if isinstance(b, str) and '::' not in b]
+    return f'{path}: line {error.lineno} of it or of one of its _base_ files: {error.msg}'
 
 
 def _dataset_paths(dataset: dict, key: str) -> Iterable[tuple[str, str]]:

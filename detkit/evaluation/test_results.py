@@ -33,10 +33,9 @@ def load_images(config: str | Config,
             the test set does not have.
     """
     if isinstance(config, str):
-        if not osp.isfile(config):
-            raise FileNotFoundError(f'config file {config!r} does not exist')
+        from detkit.engine.config_checks import load_config
         from detkit.engine.own_data import apply_own_data
-        cfg = Config.fromfile(config)
+        cfg = load_config(config)   # FileNotFoundError, or ValueError naming FILE:LINE
         apply_own_data(cfg)
     else:
         cfg = config

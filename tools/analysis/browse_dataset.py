@@ -20,8 +20,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
+from detkit.engine import ConfigOptions  # noqa: E402
 from detkit.registry import DATASETS, check_config_types  # noqa: E402
 from detkit.visualization import draw_detections  # noqa: E402
 
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--phase', choices=['train', 'val', 'test'], default='train',
                         help='which dataloader to browse')
     parser.add_argument('--num', type=int, default=20, help='how many images (from the start)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptions, metavar='KEY=VALUE',
                         help='override config keys')
     return parser.parse_args(argv)
 
