@@ -102,6 +102,32 @@ def test_a_bad_yolo_line_names_file_line_and_text(yolo_set, line, message):
     assert len(converted['val']['annotations']) == 1
 
 
+def test_a_label_file_without_its_image_is_not_dropped_silently(yolo_set, capsys):
+    labels = yolo_set / 'set' / 'labels'
+    (labels / 'val' / 'gone.txt').write_text('0 0.5 0.5 0.2 0.2\n')
+    (labels / 'val' / 'empty.txt').write_text('\n')       # no boxes, nothing to lose
+    (labels / 'train' / 'classes.txt').write_text('cat\ndog\n')   # labelImg's names list
+    with pytest.raises(SystemExit, match=r'gone\.txt: boxes without an image \(no .*gone\.\* '):
+        yolo2coco.main([str(yolo_set / 'data.yaml'), '--out-dir', str(yolo_set / 'out')])
+    assert not (yolo_set / 'out').exists()
+    converted = yolo2coco.main([str(yolo_set / 'data.yaml'), '--out-dir',
+                                str(yolo_set / 'out'), '--skip-bad'])
+    assert 'gone.txt: boxes without an image' in capsys.readouterr().err
+    assert len(converted['val']['images']) == 1 and len(converted['train']['annotations']) == 3
+
+
+def test_outputs_that_cannot_be_written_stop_before_anything_is_written(yolo_set, labelme_set,
+                                                                          tmp_path):
+    out = yolo_set / 'out'
+    (out / 'instances_val.json').mkdir(parents=True)     # val's file cannot be written
+    with pytest.raises(SystemExit, match=r"instances_val\.json' is a folder; expected a file"):
+        yolo2coco.main([str(yolo_set / 'data.yaml'), '--out-dir', str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ['instances_val.json']  # train's not written
+    (tmp_path / 'afile').write_text('')
+    with pytest.raises(SystemExit, match=r"afile/ann\.json': cannot create the folder"):
+        labelme2coco.main([str(labelme_set), '--out', str(tmp_path / 'afile' / 'ann.json')])
+
+
 def test_yolo_tolerance_and_names_forms(yolo_set):
     assert parse_label_line('0 1.0000005 0.5 0.1 0.1', 1)[0] == 0   # within 1e-6
     with pytest.raises(ValueError, match='outside'):

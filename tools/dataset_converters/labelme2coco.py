@@ -21,11 +21,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from detkit.datasets.converters import (  # noqa: E402
     ConversionLog,
-    LabelMeFormatError,
     labelme_to_coco,
     read_class_file,
 )
-from detkit.engine.checkpoint_hook import atomic_write  # noqa: E402
+from detkit.engine.checkpoint_hook import atomic_write, check_output_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -38,10 +37,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     log = ConversionLog()
     try:
+        check_output_file(args.out)
         classes = read_class_file(args.classes) if args.classes else None
         coco = labelme_to_coco(args.folder, classes, skip_bad=args.skip_bad, log=log,
                                warn=lambda m: print(f'warning: {m}', file=sys.stderr))
-    except (FileNotFoundError, LabelMeFormatError) as error:
+    except (FileNotFoundError, ValueError) as error:   # LabelMeFormatError is a ValueError
         sys.exit(f'labelme2coco: {error}')
     atomic_write(json.dumps(coco), args.out)
     print(f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "

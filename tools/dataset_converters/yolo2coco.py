@@ -23,11 +23,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from detkit.datasets.converters import (  # noqa: E402
     ConversionLog,
-    YoloFormatError,
     read_data_yaml,
     split_to_coco,
 )
-from detkit.engine.checkpoint_hook import atomic_write  # noqa: E402
+from detkit.engine.checkpoint_hook import atomic_write, check_output_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -43,10 +42,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         converted = {split: split_to_coco(dataset, split, skip_bad=args.skip_bad, log=log,
                                           warn=lambda m: print(f'warning: {m}', file=sys.stderr))
                      for split in dataset.splits}
-    except (FileNotFoundError, YoloFormatError) as error:
+        outputs = {split: osp.join(args.out_dir, f'instances_{split}.json')
+                   for split in converted}
+        for out in outputs.values():
+            check_output_file(out)
+    except (FileNotFoundError, ValueError) as error:   # YoloFormatError is a ValueError
         sys.exit(f'yolo2coco: {error}')
-    for split, coco in converted.items():   # everything read before anything is written
-        out = osp.join(args.out_dir, f'instances_{split}.json')
+    for split, coco in converted.items():   # everything read and checked before any writing
+        out = outputs[split]
         atomic_write(json.dumps(coco), out)
         print(f"wrote {out}: {len(coco['images'])} images, {len(coco['annotations'])} boxes, "
               f"{len(coco['categories'])} classes")

@@ -232,5 +232,27 @@ def split_to_coco(dataset: YoloDataset, split: str, *, skip_bad: bool = False,
                 continue
             log.add_box(annotations, [x1 * width, y1 * height, x2 * width, y2 * height],
                         image_id=image_id, category_id=label + 1, height=height, width=width)
+    for labels in _orphan_label_files(folder, files):
+        bad(f'{labels}: boxes without an image (no {osp.splitext(labels)[0]}.* image with one '
+            f'of the extensions {", ".join(IMAGE_EXTENSIONS)} in {folder})')
     categories = [dict(id=index + 1, name=name) for index, name in enumerate(dataset.names)]
     return dict(images=images, annotations=annotations, categories=categories)
+
+
+def _orphan_label_files(folder: str, images: list[str]) -> list[str]:
+    """The label files of a split's labels folder that hold boxes and belong to none of its
+    ``images`` (a label file without its image would be dropped without a word)."""
+    labels_folder = osp.dirname(label_file(osp.join(folder, 'x.jpg')))
+    if labels_folder == folder or not osp.isdir(labels_folder):
+        return []
+    used = {label_file(path) for path in images}
+    orphans = []
+    for directory, _, names in os.walk(labels_folder):
+        for name in sorted(names):
+            path = osp.join(directory, name)
+            if not name.endswith('.txt') or path in used or name == 'classes.txt':
+                continue   # classes.txt: labelImg's list of names, not an image's boxes
+            with open(path, encoding='utf-8', errors='replace') as f:
+                if any(line.strip() for line in f):
+                    orphans.append(path)
+    return sorted(orphans)
