@@ -246,6 +246,21 @@ def test_demo_on_a_folder_and_a_video(tmp_path, tiny, capsys):
             int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (128, 96)
     capture.release()
 
+    # a truncated file: the frames that could be read, and a warning for the rest
+    avi = tmp_path / 'clip.avi'
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*'MJPG'), 5.0, (128, 96))
+    for i in range(8):
+        writer.write(textured_image(96, 128, seed=30 + i))
+    writer.release()
+    cut = tmp_path / 'cut.avi'
+    cut.write_bytes(avi.read_bytes()[:avi.stat().st_size // 2])
+    capsys.readouterr()
+    summary = demo.main([str(cut), config, checkpoint, '--out-dir', str(out_dir / 'cut')])
+    declared = int(cv2.VideoCapture(str(cut)).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert declared == 8 and 0 < summary['count'] < 8
+    assert (f"video {str(cut)!r} declares 8 frames; only the first {summary['count']} could be "
+            'read') in capsys.readouterr().err
+
 
 def test_demo_names_a_missing_input(tmp_path, tiny):
     config, checkpoint, _ = tiny

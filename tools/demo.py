@@ -178,6 +178,9 @@ def run_video(path: str, model, args: argparse.Namespace) -> tuple[list[dict], f
         progress.close()
     if index == 0:
         raise SystemExit(f'tools/demo.py: video {path!r} has no readable frames')
+    if total is not None and index < total:   # a truncated file: say what was not seen
+        print(f'warning: video {path!r} declares {total} frames; only the first {index} could '
+              f'be read (a truncated or damaged file?)', file=sys.stderr)
     counts = Counter(d['class_name'] for r in records for d in r['detections'])
     print(f'{osp.basename(path)}: {index} frames, {sum(counts.values())} detections '
           f"({', '.join(f'{c} {n}' for c, n in sorted(counts.items())) or 'none'}) "
