@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+import re
 import sys
 
 import cv2
@@ -297,3 +298,33 @@ def test_pr_curves_tool_writes_a_png(tmp_path):
     for k, cat_id in enumerate(cat_ids):   # every annotated class found exactly: AP 1
         assert aps[2, k] == pytest.approx(1.0) if cat_id in present else np.isnan(aps[2, k])
     assert cv2.imread(out).shape[2] == 3
+
+
+@pytest.mark.parametrize('content, words', [
+    ('{"a": 1', 'not a JSON file'),
+    ('{"image_id": 1}', 'expected a list of detections .* got a dict'),
+    ('[1, 2]', 'detection 0: expected an object with image_id'),
+    ('[{"image_id": 1, "category_id": 1, "score": 0.5}]', "detection 0: no 'bbox'"),
+    ('[{"image_id": "a", "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]',
+     "detection 0: image_id must be an integer, got 'a'"),
+    ('[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5},'
+     ' {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3], "score": 0.5}]',
+     r'detection 1: bbox must be 4 numbers \[x, y, w, h\], got \[1, 2, 3\]'),
+    ('[{"image_id": 1, "category_id": 1, "bbox": null, "score": 0.5}]',
+     'detection 0: bbox must be 4 numbers .* got None'),
+    ('[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": "high"}]',
+     "detection 0: score must be a number, got 'high'"),
+])
+def test_a_bad_results_file_names_the_detection_and_the_field(tmp_path, content, words):
+    from detkit.evaluation.test_results import read_results
+    path = tmp_path / 'res.json'
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f'{re.escape(str(path))}: {words}'):
+        read_results(str(path))
+
+
+def test_a_good_results_file_is_read_as_it_is(tmp_path):
+    from detkit.evaluation.test_results import read_results
+    detections = [dict(image_id=3, category_id=2, bbox=[1.5, 2, 3, 4.25], score=0.75)]
+    (tmp_path / 'res.json').write_text(json.dumps(detections))
+    assert read_results(str(tmp_path / 'res.json')) == detections

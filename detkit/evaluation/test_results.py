@@ -60,18 +60,59 @@ def load_images(config: str | Config,
             ignore_boxes=np.array([i['bbox'] for i in instances if i.get('ignore_flag', 0)],
                                   np.float64).reshape(-1, 4),
             det_boxes=[], det_labels=[], det_scores=[])
-    with open(results_file) as f:
-        detections = json.load(f)
-    for number, det in enumerate(detections):
-        image = images.get(int(det['image_id']))
+    for number, det in enumerate(read_results(results_file)):
+        image = images.get(det['image_id'])
         if image is None:
             raise ValueError(f'{results_file}: detection {number} is on image_id '
                              f'{det["image_id"]}, which the test set of the config does not have')
-        if int(det['category_id']) not in cat2label:
+        if det['category_id'] not in cat2label:
             raise ValueError(f'{results_file}: detection {number} has category_id '
                              f'{det["category_id"]}; the test set has {sorted(cat2label)}')
         x, y, w, h = det['bbox']
         image['det_boxes'].append([x, y, x + w, y + h])
-        image['det_labels'].append(cat2label[int(det['category_id'])])
+        image['det_labels'].append(cat2label[det['category_id']])
         image['det_scores'].append(det['score'])
     return list(images.values()), classes
+
+
+def read_results(results_file: str) -> list[dict[str, Any]]:
+    """A COCO results JSON, every detection checked: a list of objects with an integer
+    ``image_id`` and ``category_id``, ``bbox`` four numbers ``[x, y, w, h]`` and a number
+    ``score``.
+
+    Raises:
+        ValueError: the file is not JSON or not a list, or a detection breaks the form (named
+            by its index, with what was expected and what it holds).
+    """
+    try:
+        with open(results_file, encoding='utf-8') as f:
+            detections = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f'{results_file}: not a JSON file ({error})') from None
+    if not isinstance(detections, list):
+        raise ValueError(f'{results_file}: expected a list of detections (COCO results, as '
+                         f'tools/test.py --out writes), got a {type(detections).__name__}')
+    checked = []
+    for number, det in enumerate(detections):
+        where = f'{results_file}: detection {number}'
+        if not isinstance(det, dict):
+            raise ValueError(f'{where}: expected an object with image_id, category_id, bbox '
+                             f'and score, got {det!r}')
+        for key in ('image_id', 'category_id', 'bbox', 'score'):
+            if key not in det:
+                raise ValueError(f'{where}: no {key!r} (it has {sorted(det)})')
+        for key in ('image_id', 'category_id'):
+            if isinstance(det[key], bool) or not isinstance(det[key], int):
+                raise ValueError(f'{where}: {key} must be an integer, got {det[key]!r}')
+        box = det['bbox']
+        if not (isinstance(box, list) and len(box) == 4
+                and all(_is_number(v) for v in box)):
+            raise ValueError(f'{where}: bbox must be 4 numbers [x, y, w, h], got {box!r}')
+        if not _is_number(det['score']):
+            raise ValueError(f'{where}: score must be a number, got {det["score"]!r}')
+        checked.append(det)
+    return checked
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

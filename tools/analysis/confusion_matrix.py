@@ -28,6 +28,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from detkit.engine.checkpoint_hook import check_output_file  # noqa: E402
 from detkit.evaluation.test_results import load_images  # noqa: E402
 from detkit.models.task_utils import bbox_overlaps  # noqa: E402
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     parser.add_argument('--out', default='confusion_matrix.png', help='the PNG to write')
     args = parser.parse_args(argv)
     try:
+        check_output_file(args.out)   # before the work, not after it
         images, classes = load_images(args.config, args.results)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f'confusion_matrix: {error}')

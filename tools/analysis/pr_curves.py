@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
+from detkit.engine.checkpoint_hook import check_output_file  # noqa: E402
 from detkit.evaluation.test_results import load_images  # noqa: E402
 
 
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> np.ndarray:
     parser.add_argument('--out', default='pr_curves.png', help='the PNG to write')
     args = parser.parse_args(argv)
     try:
+        check_output_file(args.out)   # before the work, not after it
         images, classes = load_images(args.config, args.results)
     except (FileNotFoundError, ValueError, KeyError) as error:
         sys.exit(f'pr_curves: {error}')
