@@ -191,3 +191,20 @@ def test_cli_shapes_subcommand_prints_summary(tmp_path, capsys):
 def test_categories_constant_matches_classes():
     assert tuple(c['name'] for c in SHAPES_CATEGORIES) == SHAPES_CLASSES
     assert len(SHAPES_CLASSES) == 5
+
+
+@pytest.mark.parametrize('arguments, words', [
+    (['shapes', '--num-train', '-5'], '--num-train must be 0 or more, got -5'),
+    (['facemask', '--num-val', '-1'], '--num-val must be 0 or more, got -1'),
+    (['partial', '--min-size', '200', '--max-size', '100'],
+     'need 64 <= --min-size <= --max-size, got --min-size=200, --max-size=100'),
+])
+def test_cli_bad_arguments_are_usage_errors_in_flags(tmp_path, capsys, arguments, words):
+    spec = importlib.util.spec_from_file_location('make_synthetic',
+                                                  REPO / 'tools' / 'misc' / 'make_synthetic.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(SystemExit) as info:
+        tool.main([arguments[0], '--out', str(tmp_path / 'set'), *arguments[1:]])
+    assert info.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / 'set').exists()
