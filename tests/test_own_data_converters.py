@@ -128,6 +128,29 @@ def test_outputs_that_cannot_be_written_stop_before_anything_is_written(yolo_set
         labelme2coco.main([str(labelme_set), '--out', str(tmp_path / 'afile' / 'ann.json')])
 
 
+def test_text_that_is_not_utf8_or_names_of_mixed_keys_are_named(yolo_set, labelme_set,
+                                                                  tmp_path):
+    data = yolo_set / 'data.yaml'
+    label = yolo_set / 'set' / 'labels' / 'val' / 'd.txt'
+    label.write_bytes(b'0 0.5 0.5 0.2 0.2 \xff\n')
+    with pytest.raises(SystemExit, match=r'd\.txt: not UTF-8 text'):
+        yolo2coco.main([str(data), '--out-dir', str(yolo_set / 'out')])
+    label.write_text('')
+    data.write_text('path: set\ntrain: images/train\nnames: {0: cat, x: dog}\n')
+    with pytest.raises(SystemExit, match=r"names must map the indices 0\.\.1 to class names, "
+                                         r"got the keys \[0, 'x'\]"):
+        yolo2coco.main([str(data), '--out-dir', str(yolo_set / 'out')])
+    data.write_bytes(b'path: set\ntrain: images/train\nnames: [caf\xe9]\n')
+    with pytest.raises(SystemExit, match=r'data\.yaml: not valid YAML in UTF-8'):
+        yolo2coco.main([str(data), '--out-dir', str(yolo_set / 'out')])
+    classes = tmp_path / 'classes.txt'
+    classes.write_bytes(b'cat\n\xff\n')
+    with pytest.raises(SystemExit, match=r"--classes '.*classes\.txt' is not UTF-8 text"):
+        labelme2coco.main([str(labelme_set), '--out', str(tmp_path / 'a.json'),
+                           '--classes', str(classes)])
+    assert not (yolo_set / 'out').exists() and not (tmp_path / 'a.json').exists()
+
+
 def test_yolo_tolerance_and_names_forms(yolo_set):
     assert parse_label_line('0 1.0000005 0.5 0.1 0.1', 1)[0] == 0   # within 1e-6
     with pytest.raises(ValueError, match='outside'):

@@ -35,15 +35,20 @@ def read_class_file(path: str) -> list[str]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'labelme2coco: --classes {path!r} does not exist')
     names: dict[str, int] = {}
-    with open(path, encoding='utf-8') as f:
-        for number, line in enumerate(f, 1):
-            name = line.strip()
-            if not name:
-                continue
-            if name in names:
-                raise LabelMeFormatError(f'{path}:{number}: class {name!r} is already on line '
-                                         f'{names[name]}')
-            names[name] = number
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as error:
+        raise LabelMeFormatError(f'labelme2coco: --classes {path!r} is not UTF-8 text '
+                                 f'({error})') from None
+    for number, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in names:
+            raise LabelMeFormatError(f'{path}:{number}: class {name!r} is already on line '
+                                     f'{names[name]}')
+        names[name] = number
     if not names:
         raise LabelMeFormatError(f'{path}: lists no class')
     return list(names)

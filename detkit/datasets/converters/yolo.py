@@ -95,8 +95,8 @@ def read_data_yaml(path: str) -> YoloDataset:
     with open(path, encoding='utf-8') as f:
         try:
             content = yaml.safe_load(f)
-        except yaml.YAMLError as error:
-            raise YoloFormatError(f'{path}: not valid YAML ({error})') from None
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise YoloFormatError(f'{path}: not valid YAML in UTF-8 ({error})') from None
     if not isinstance(content, dict):
         raise YoloFormatError(f'{path}: expected a mapping with path, train/val/test and names, '
                               f'got {type(content).__name__}')
@@ -132,7 +132,7 @@ def _read_names(names: Any, path: str) -> list[str]:
     if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         return list(names)
     if isinstance(names, dict) and names:
-        keys = sorted(names)
+        keys = sorted(names, key=str)   # keys of mixed types sort too, and then fail below
         if keys != list(range(len(names))):
             raise YoloFormatError(f'{path}: names must map the indices 0..{len(names) - 1} to '
                                   f'class names, got the keys {keys}')
@@ -220,8 +220,12 @@ def split_to_coco(dataset: YoloDataset, split: str, *, skip_bad: bool = False,
         labels = label_file(image_path)
         if not osp.isfile(labels):
             continue
-        with open(labels, encoding='utf-8') as f:
-            lines = f.read().splitlines()
+        try:
+            with open(labels, encoding='utf-8') as f:
+                lines = f.read().splitlines()
+        except UnicodeDecodeError as error:
+            bad(f'{labels}: not UTF-8 text ({error})')
+            continue
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
