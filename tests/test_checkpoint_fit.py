@@ -8,9 +8,11 @@ from fractions import Fraction
 
 import pytest
 import torch
+from mmengine.config import Config
 
 from detkit.datasets.synthetic import make_shapes
 from detkit.engine.checkpoint_fit import check_state_fits, read_checkpoint, state_fit
+from detkit.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -137,3 +139,16 @@ def test_train_tool_refuses_load_from_of_which_nothing_fits(tmp_path, tiny_confi
     assert "none of the 2 tensors of checkpoint" in str(info.value)
     assert 'other.pth' in str(info.value) and str(tiny_config) in str(info.value)
     assert not osp.exists(tmp_path / 'w' / 'epoch_1.pth')     # stopped before training
+
+
+def test_a_bad_data_file_found_by_the_runner_is_a_message_not_a_traceback(tmp_path,
+                                                                          tiny_config):
+    test = load_tool('test')
+    detector = MODELS.build(Config.fromfile(tiny_config).model)   # a checkpoint that fits
+    torch.save(dict(state_dict=detector.state_dict()), tmp_path / 'fits.pth')
+    broken = write(tmp_path / 'broken.json', b'{"images": [')
+    with pytest.raises(SystemExit) as info:
+        test.main([tiny_config, str(tmp_path / 'fits.pth'), '--work-dir', str(tmp_path / 'w'),
+                   '--cfg-options', f'test_dataloader.dataset.ann_file={broken}'])
+    assert str(info.value).startswith(f'tools/test.py {tiny_config}: CocoDataset: {broken} is '
+                                      'not a JSON file')

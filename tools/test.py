@@ -34,6 +34,7 @@ from detkit.engine import (  # noqa: E402
 )
 from detkit.engine.checkpoint_fit import check_state_fits, read_checkpoint  # noqa: E402
 from detkit.engine.own_data import apply_own_data  # noqa: E402
+from detkit.errors import InputError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,14 +120,14 @@ def main(argv: list[str] | None = None) -> dict:
         state = None if cfg.load_from is None else read_checkpoint(cfg.load_from)[0]
     except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
         sys.exit(f'tools/test.py {args.config}: {error.args[0]}')
-    runner = Runner.from_cfg(cfg)
-    if state is not None:   # mmengine would load a misfit non-strictly, with a warning
-        try:
+    try:   # a bad input found while building or running: its message, not a traceback
+        runner = Runner.from_cfg(cfg)
+        if state is not None:   # mmengine would load a misfit non-strictly, with a warning
             check_state_fits(runner.model, state, cfg.load_from, args.config, exact=True)
-        except ValueError as error:
-            sys.exit(f'tools/test.py: {error}')
-        del state
-    metrics = runner.test()
+            del state
+        metrics = runner.test()
+    except InputError as error:
+        sys.exit(f'tools/test.py {args.config}: {error}')
     if out_dir is not None:
         produced = osp.join(out_dir, 'results.bbox.json')
         if osp.isfile(produced):

@@ -29,6 +29,7 @@ from detkit.engine import (  # noqa: E402
 )
 from detkit.engine.checkpoint_fit import check_state_fits, read_checkpoint  # noqa: E402
 from detkit.engine.own_data import apply_own_data  # noqa: E402
+from detkit.errors import InputError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -132,16 +133,16 @@ def main(argv: list[str] | None = None) -> None:
         state = read_checkpoint(osp.expanduser(load_from))[0] if local else None
     except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
         sys.exit(f'tools/train.py {args.config}: {error.args[0]}')
-    runner = Runner.from_cfg(cfg)
-    if state is not None:
-        # mmengine loads load_from non-strictly (a fine-tune's resized classifier stays as
-        # initialised, logged); a checkpoint of which no tensor fits is another model's.
-        try:
+    try:   # a bad input found while building or running: its message, not a traceback
+        runner = Runner.from_cfg(cfg)
+        if state is not None:
+            # mmengine loads load_from non-strictly (a fine-tune's resized classifier stays as
+            # initialised, logged); a checkpoint of which no tensor fits is another model's.
             check_state_fits(runner.model, state, load_from, args.config, exact=False)
-        except ValueError as error:
-            sys.exit(f'tools/train.py: {error}')
-        del state
-    runner.train()
+            del state
+        runner.train()
+    except InputError as error:
+        sys.exit(f'tools/train.py {args.config}: {error}')
     close_process_group()  # under torchrun: before the interpreter's shutdown, not during it
 
 

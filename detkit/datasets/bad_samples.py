@@ -44,6 +44,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
+from detkit.errors import InputError
+
 from .transforms.loading import ImageDecodeError
 
 BAD_SAMPLE_CHOICES = ('error', 'skip')
@@ -78,7 +80,7 @@ class BadSampleHandler:
 
     def __init__(self, bad_sample: str = 'error', owner: str = 'dataset') -> None:
         if bad_sample not in BAD_SAMPLE_CHOICES:
-            raise ValueError(f'{owner}: bad_sample={bad_sample!r}; expected one of '
+            raise InputError(f'{owner}: bad_sample={bad_sample!r}; expected one of '
                              f'{list(BAD_SAMPLE_CHOICES)}')
         self.policy = bad_sample
         self.owner = owner

@@ -18,6 +18,7 @@ from mmengine.dataset.base_dataset import force_full_init
 from mmengine.logging import print_log
 from PIL import Image, UnidentifiedImageError
 
+from detkit.errors import InputError
 from detkit.registry import TRANSFORMS
 
 from .bad_samples import BadSampleHandler
@@ -213,7 +214,7 @@ class BaseDetDataset(BaseDataset):
                            f'got {data_prefix}')
         unknown = sorted(set(filter_cfg or {}) - set(FILTER_KEYS))
         if unknown:
-            raise ValueError(f'{name}: unknown filter_cfg keys {unknown}; expected some of '
+            raise InputError(f'{name}: unknown filter_cfg keys {unknown}; expected some of '
                              f'{list(FILTER_KEYS)}')
         transforms = build_transforms(pipeline)
         self.bad_samples = BadSampleHandler(bad_sample, owner=name)

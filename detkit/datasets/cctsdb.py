@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from mmengine.logging import print_log
 
+from detkit.errors import InputError
 from detkit.registry import DATASETS
 
 from .base_det_dataset import BaseDetDataset, DataInfo, PipelineStep, image_size
@@ -47,7 +48,7 @@ class _Problems:
     num_unreadable_images: int = 0
 
 
-class _EntryError(ValueError):
+class _EntryError(InputError):
     """One malformed annotation entry; the message already names ``file:line``."""
 
 
@@ -83,12 +84,12 @@ def load_cctsdb(ann_file: str, img_dir: str, on_error: str = 'raise',
             image at all could be read.
     """
     if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"CCTSDBDataset: on_error={on_error!r}; expected one of "
+        raise InputError(f"CCTSDBDataset: on_error={on_error!r}; expected one of "
                          f'{list(ON_ERROR_CHOICES)}')
     aliases = {**CLASS_ALIASES, **{k.strip().lower(): v for k, v in (class_aliases or {}).items()}}
     unknown_targets = sorted(set(aliases.values()) - set(CCTSDB_CLASSES))
     if unknown_targets:
-        raise ValueError(f'CCTSDBDataset: class_aliases map to {unknown_targets}, which are not '
+        raise InputError(f'CCTSDBDataset: class_aliases map to {unknown_targets}, which are not '
                          f'CCTSDB classes {list(CCTSDB_CLASSES)}')
     problems = _Problems()
     reader = _ImageReader(img_dir, skip_missing_images, on_unreadable_image, problems)
@@ -125,7 +126,7 @@ def _report(ann_file: str, img_dir: str, data_list: list[DataInfo], problems: _P
         print_log(f'CCTSDBDataset: clipped {problems.num_clipped} boxes of {ann_file} that '
                   'extend beyond their image to the image', logger='current', level=logging.INFO)
     if not data_list:
-        raise ValueError(f'CCTSDBDataset: no image of {ann_file} could be read from {img_dir} '
+        raise InputError(f'CCTSDBDataset: no image of {ann_file} could be read from {img_dir} '
                          f'(missing images: {problems.num_missing_images}, unreadable images: '
                          f'{problems.num_unreadable_images}, malformed entries: '
                          f'{problems.count}); check ann_file and data_prefix')
@@ -199,7 +200,7 @@ def _read_ground_truth_txt(ann_file: str, reader: _ImageReader, on_error: str,
     with open(ann_file, encoding='utf-8-sig') as f:
         lines = f.read().splitlines()
     if not any(line.strip() for line in lines):
-        raise ValueError(f'CCTSDBDataset: {ann_file} is empty (no "image;x1;y1;x2;y2;class" '
+        raise InputError(f'CCTSDBDataset: {ann_file} is empty (no "image;x1;y1;x2;y2;class" '
                          'line)')
     for line_number, line in enumerate(lines, start=1):
         line = line.strip()
@@ -339,7 +340,7 @@ def _entry_problem(err: ValueError, on_error: str, problems: _Problems) -> None:
     """Raise ``err`` (an ``_EntryError`` or ``VOCAnnotationError``, naming ``file:line``) as a
     ``ValueError`` or count it, following ``on_error``."""
     if on_error == 'raise':
-        raise ValueError(f'CCTSDBDataset: {err}') from None
+        raise InputError(f'CCTSDBDataset: {err}') from None
     problems.count += 1
     problems.first = problems.first or str(err)
 
@@ -432,11 +433,11 @@ class CCTSDBDataset(BaseDetDataset):
                  max_refetch: int = 1000,
                  bad_sample: str = 'error') -> None:
         if on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f'CCTSDBDataset: on_error={on_error!r}; expected one of '
+            raise InputError(f'CCTSDBDataset: on_error={on_error!r}; expected one of '
                              f'{list(ON_ERROR_CHOICES)}')
         if metainfo is not None and tuple(metainfo.get('classes', CCTSDB_CLASSES)) != \
                 CCTSDB_CLASSES:
-            raise ValueError(f"CCTSDBDataset: metainfo['classes'] must be {CCTSDB_CLASSES} (the "
+            raise InputError(f"CCTSDBDataset: metainfo['classes'] must be {CCTSDB_CLASSES} (the "
                              f"labels are fixed), got {metainfo.get('classes')!r}")
         self.on_error = on_error
         self.skip_missing_images = skip_missing_images

@@ -23,6 +23,7 @@ from mmengine.dataset.base_dataset import force_full_init
 from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
+from detkit.errors import InputError
 from detkit.registry import DATASETS
 
 from .base_det_dataset import BaseDetDataset, DataInfo, PipelineStep
@@ -237,26 +238,26 @@ def _read_coco_json(ann_file: str, data_root: str) -> dict[str, Any]:
         raise FileNotFoundError(f'CocoDataset: annotation file {ann_file!r} does not exist '
                                 f'(data_root={data_root!r}). {_layout_hint(ann_file, data_root)}')
     if os.path.getsize(ann_file) == 0:
-        raise ValueError(f'CocoDataset: {ann_file} is empty (0 bytes); expected a COCO JSON '
+        raise InputError(f'CocoDataset: {ann_file} is empty (0 bytes); expected a COCO JSON '
                          'object with images, annotations and categories')
     try:
         with open(ann_file, encoding='utf-8') as f:
             dataset = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f'CocoDataset: {ann_file} is not a JSON file: {err}') from err
+        raise InputError(f'CocoDataset: {ann_file} is not a JSON file: {err}') from err
     if not isinstance(dataset, dict):
-        raise ValueError(f'CocoDataset: {ann_file} must hold a JSON object with images, '
+        raise InputError(f'CocoDataset: {ann_file} must hold a JSON object with images, '
                          f'annotations and categories, got a {type(dataset).__name__}')
     for key in ('images', 'annotations', 'categories'):
         if key not in dataset:
-            raise ValueError(f'CocoDataset: {ann_file} has no {key!r} key (a COCO detection file '
+            raise InputError(f'CocoDataset: {ann_file} has no {key!r} key (a COCO detection file '
                              f'needs images, annotations and categories); its keys: '
                              f'{sorted(dataset)}')
         if not isinstance(dataset[key], list):
-            raise ValueError(f'CocoDataset: {ann_file}: {key!r} must be a list, got '
+            raise InputError(f'CocoDataset: {ann_file}: {key!r} must be a list, got '
                              f'{type(dataset[key]).__name__}')
     if not dataset['images']:
-        raise ValueError(f"CocoDataset: {ann_file} lists no images ('images' is empty)")
+        raise InputError(f"CocoDataset: {ann_file} lists no images ('images' is empty)")
     _check_images(ann_file, dataset['images'])
     _check_entries(ann_file, 'annotations', 'annotation', dataset['annotations'],
                    ('id', 'image_id', 'category_id'))
@@ -275,30 +276,30 @@ def _check_images(ann_file: str, images: list[Any]) -> None:
     index_of_name: dict[str, int] = {}
     for index, img in enumerate(images):
         if not isinstance(img, dict):
-            raise ValueError(f'CocoDataset: {ann_file}: images[{index}] must be an object, got '
+            raise InputError(f'CocoDataset: {ann_file}: images[{index}] must be an object, got '
                              f'{img!r}')
         missing = [k for k in ('id', 'file_name', 'height', 'width') if k not in img]
         if missing:
-            raise ValueError(f'CocoDataset: {ann_file}: images[{index}] misses {missing} '
+            raise InputError(f'CocoDataset: {ann_file}: images[{index}] misses {missing} '
                              f'(got {img!r})')
         if not _is_id(img['id']):
-            raise ValueError(f"CocoDataset: {ann_file}: images[{index}] has id={img['id']!r}; "
+            raise InputError(f"CocoDataset: {ann_file}: images[{index}] has id={img['id']!r}; "
                              'expected a number or a string')
         for key in ('height', 'width'):
             value = img[key]
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not math.isfinite(value) or value != int(value) or value < 1):
-                raise ValueError(f'CocoDataset: {ann_file}: images[{index}] (id {img["id"]!r}) '
+                raise InputError(f'CocoDataset: {ann_file}: images[{index}] (id {img["id"]!r}) '
                                  f'has {key}={value!r}; expected a positive integer')
         if not isinstance(img['file_name'], str) or not img['file_name']:
-            raise ValueError(f"CocoDataset: {ann_file}: images[{index}] (id {img['id']!r}) has "
+            raise InputError(f"CocoDataset: {ann_file}: images[{index}] (id {img['id']!r}) has "
                              f"file_name={img['file_name']!r}; expected a non-empty string")
         if img['id'] in index_of_id:
-            raise ValueError(f"CocoDataset: {ann_file}: image id {img['id']!r} appears twice in "
+            raise InputError(f"CocoDataset: {ann_file}: image id {img['id']!r} appears twice in "
                              f"images (images[{index_of_id[img['id']]}] and images[{index}])")
         if img['file_name'] in index_of_name:
             first = index_of_name[img['file_name']]
-            raise ValueError(f"CocoDataset: {ann_file}: file_name {img['file_name']!r} appears "
+            raise InputError(f"CocoDataset: {ann_file}: file_name {img['file_name']!r} appears "
                              f"twice in images (images[{first}] with id {images[first]['id']!r} "
                              f"and images[{index}] with id {img['id']!r}); list each image once")
         index_of_id[img['id']] = index
@@ -315,18 +316,18 @@ def _check_entries(ann_file: str, key: str, noun: str, entries: list[Any],
     index_of_id: dict[Any, int] = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise ValueError(f'CocoDataset: {ann_file}: {key}[{index}] must be an object, got '
+            raise InputError(f'CocoDataset: {ann_file}: {key}[{index}] must be an object, got '
                              f'{entry!r}')
         missing = [k for k in required if k not in entry]
         if missing:
-            raise ValueError(f'CocoDataset: {ann_file}: {key}[{index}] misses {missing} '
+            raise InputError(f'CocoDataset: {ann_file}: {key}[{index}] misses {missing} '
                              f'(got {entry!r})')
         for field in required:
             if field != 'name' and not _is_id(entry[field]):
-                raise ValueError(f'CocoDataset: {ann_file}: {key}[{index}] has '
+                raise InputError(f'CocoDataset: {ann_file}: {key}[{index}] has '
                                  f'{field}={entry[field]!r}; expected a number or a string')
         if entry['id'] in index_of_id:
-            raise ValueError(f'CocoDataset: {ann_file}: {noun} id '
+            raise InputError(f'CocoDataset: {ann_file}: {noun} id '
                              f"{entry['id']!r} is used twice ({key}[{index_of_id[entry['id']]}] "
                              f'and {key}[{index}]); pycocotools, and so COCO evaluation, looks '
                              'them up by id and would see only one: give each a distinct id')
@@ -346,22 +347,22 @@ def _match_classes(ann_file: str, classes: Any,
         ``cat_ids`` with ``cat_ids[label]`` the id of ``classes[label]``.
     """
     if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
-        raise ValueError(f"CocoDataset: metainfo['classes'] must be a non-empty sequence of "
+        raise InputError(f"CocoDataset: metainfo['classes'] must be a non-empty sequence of "
                          f'category names, got {classes!r}')
     duplicated = sorted(n for n, c in Counter(classes).items() if c > 1)
     if duplicated:
-        raise ValueError(f"CocoDataset: metainfo['classes'] names {duplicated} more than once")
+        raise InputError(f"CocoDataset: metainfo['classes'] names {duplicated} more than once")
     ids_by_name: dict[str, list[int]] = {}
     for cat_id, cat in categories.items():
         ids_by_name.setdefault(cat['name'], []).append(cat_id)
     unknown = [name for name in classes if name not in ids_by_name]
     if unknown:
-        raise ValueError(f'CocoDataset: classes {unknown} are not categories of {ann_file} '
+        raise InputError(f'CocoDataset: classes {unknown} are not categories of {ann_file} '
                          f'(its categories: {[c["name"] for c in categories.values()]}); pass '
                          "metainfo=dict(classes=(...)) with names of the file's categories")
     ambiguous = [name for name in classes if len(ids_by_name[name]) > 1]
     if ambiguous:
-        raise ValueError(f'CocoDataset: {ann_file} has several category ids for the names '
+        raise InputError(f'CocoDataset: {ann_file} has several category ids for the names '
                          f'{ambiguous}: {({n: ids_by_name[n] for n in ambiguous})}')
     return [ids_by_name[name][0] for name in classes]
 

@@ -29,6 +29,7 @@ from mmengine.logging import print_log
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from detkit.errors import InputError
 from detkit.registry import DATASETS
 
 from .base_det_dataset import DataInfo, PipelineStep, build_transforms
@@ -48,18 +49,18 @@ def union_classes(dataset_classes: Sequence[Sequence[str]]) -> tuple[str, ...]:
             duplicate and the sub-data sets that declare it).
     """
     if isinstance(dataset_classes, str) or not dataset_classes:
-        raise ValueError(f'JointDataset: need at least one class list, got {dataset_classes!r}')
+        raise InputError(f'JointDataset: need at least one class list, got {dataset_classes!r}')
     owners: dict[str, list[int]] = {}
     for d, classes in enumerate(dataset_classes):
         if isinstance(classes, str) or not classes:
-            raise ValueError(f'JointDataset: datasets[{d}] declares no classes (got '
+            raise InputError(f'JointDataset: datasets[{d}] declares no classes (got '
                              f'{classes!r}); set its metainfo=dict(classes=(...))')
         for name in classes:
             owners.setdefault(name, []).append(d)
     duplicates = {name: ds for name, ds in owners.items() if len(ds) > 1}
     if duplicates:
         listed = '; '.join(f'{name!r} in datasets {ds}' for name, ds in duplicates.items())
-        raise ValueError(f'JointDataset: class names must be unique across the sub-data sets '
+        raise InputError(f'JointDataset: class names must be unique across the sub-data sets '
                          f'(each class is annotated by exactly one of them); duplicated: '
                          f'{listed}. Rename or drop them with the sub-data sets\' '
                          'metainfo=dict(classes=(...))')
@@ -147,7 +148,7 @@ class JointDataset(Dataset[Any]):
                  lazy_init: bool = False,
                  max_refetch: int = 1000) -> None:
         if isinstance(datasets, (dict, str)) or not datasets:
-            raise ValueError(f'JointDataset: datasets must be a non-empty list of data set '
+            raise InputError(f'JointDataset: datasets must be a non-empty list of data set '
                              f'configs or objects, got {datasets!r}')
         self.datasets = [self._build(d, spec) for d, spec in enumerate(datasets)]
         self.dataset_classes = tuple(tuple(ds.metainfo['classes']) for ds in self.datasets)
@@ -169,14 +170,14 @@ class JointDataset(Dataset[Any]):
         """Build ``datasets[d]`` (without a pipeline) or check a built one."""
         if isinstance(spec, dict):
             if spec.get('pipeline'):
-                raise ValueError(f'JointDataset: datasets[{d}] ({spec.get("type")}) has its own '
+                raise InputError(f'JointDataset: datasets[{d}] ({spec.get("type")}) has its own '
                                  'pipeline; the joint data set remaps the labels first and then '
                                  'runs JointDataset(pipeline=...): move the transforms there')
             dataset = DATASETS.build(dict(spec, pipeline=[]))
         else:
             dataset = spec
             if getattr(getattr(dataset, 'pipeline', None), 'transforms', None):
-                raise ValueError(f'JointDataset: datasets[{d}] ({type(dataset).__name__}) was '
+                raise InputError(f'JointDataset: datasets[{d}] ({type(dataset).__name__}) was '
                                  'built with a pipeline; build it with pipeline=[] and give the '
                                  'transforms to JointDataset(pipeline=...)')
         if not hasattr(dataset, 'get_data_info') or 'classes' not in getattr(dataset, 'metainfo',

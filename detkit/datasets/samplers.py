@@ -5,6 +5,7 @@ from typing import Any, Iterator, Protocol
 
 from torch.utils.data import BatchSampler
 
+from detkit.errors import InputError
 from detkit.registry import DATA_SAMPLERS
 
 
@@ -49,7 +50,7 @@ class AspectRatioBatchSampler(BatchSampler):
     def __init__(self, sampler: SamplerWithDataset, batch_size: int,
                  drop_last: bool = False) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ValueError(f'AspectRatioBatchSampler: batch_size must be a positive int, got '
+            raise InputError(f'AspectRatioBatchSampler: batch_size must be a positive int, got '
                              f'{batch_size!r}')
         dataset = getattr(sampler, 'dataset', None)
         if dataset is None or not hasattr(dataset, 'get_data_info'):

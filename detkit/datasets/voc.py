@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from mmengine.logging import print_log
 
+from detkit.errors import InputError
 from detkit.registry import DATASETS
 
 from .base_det_dataset import BaseDetDataset, DataInfo, PipelineStep, image_size
@@ -110,13 +111,13 @@ class VOCDataset(BaseDetDataset):
             raise KeyError(f"{name}: data_prefix keys {unknown_prefix} are unknown; expected "
                            f"'img' (the image folder) and 'ann' (the XML folder)")
         if ann_file and stems is not None:
-            raise ValueError(f'{name}: give the images either as a split file (ann_file='
+            raise InputError(f'{name}: give the images either as a split file (ann_file='
                              f'{ann_file!r}) or as stems, not both')
         if isinstance(stems, str):
             raise TypeError(f'{name}: stems must be a list of file stems, got the string '
                             f'{stems!r} (a split file goes into ann_file)')
         if on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f'{name}: on_error={on_error!r}; expected one of '
+            raise InputError(f'{name}: on_error={on_error!r}; expected one of '
                              f'{list(ON_ERROR_CHOICES)}')
         self.stems = None if stems is None else [str(s) for s in stems]
         self.use_difficult = use_difficult
@@ -144,11 +145,11 @@ class VOCDataset(BaseDetDataset):
         """
         classes = self._metainfo.get('classes')
         if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
-            raise ValueError(f"{type(self).__name__}: metainfo['classes'] must be a non-empty "
+            raise InputError(f"{type(self).__name__}: metainfo['classes'] must be a non-empty "
                              f'sequence of class names, got {classes!r}')
         duplicated = sorted(n for n, c in Counter(classes).items() if c > 1)
         if duplicated:
-            raise ValueError(f"{type(self).__name__}: metainfo['classes'] names {duplicated} "
+            raise InputError(f"{type(self).__name__}: metainfo['classes'] names {duplicated} "
                              'more than once')
         label_of = {name: label for label, name in enumerate(classes)}
         ann_dir, img_dir = self.data_prefix['ann'], self.data_prefix['img']
@@ -225,7 +226,7 @@ class VOCDataset(BaseDetDataset):
         where = self.ann_file or 'stems'
         repeated = sorted(s for s, c in Counter(stems).items() if c > 1)
         if repeated:
-            raise ValueError(f'{name}: {where} lists {repeated[:5]} more than once')
+            raise InputError(f'{name}: {where} lists {repeated[:5]} more than once')
         missing = [s for s in stems if not os.path.isfile(os.path.join(ann_dir, s + '.xml'))]
         if missing:
             raise FileNotFoundError(
@@ -300,7 +301,7 @@ def _read_split_file(path: str, name: str) -> list[str]:
         stems = [line.split('#', 1)[0].strip() for line in f]
     stems = [s[:-4] if s.lower().endswith('.xml') else s for s in stems if s]
     if not stems:
-        raise ValueError(f'{name}: split file {path!r} lists no image stem')
+        raise InputError(f'{name}: split file {path!r} lists no image stem')
     return stems
 
 

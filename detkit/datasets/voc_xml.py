@@ -12,8 +12,10 @@ from __future__ import annotations
 import xml.parsers.expat
 from dataclasses import dataclass, field
 
+from detkit.errors import InputError
 
-class VOCAnnotationError(ValueError):
+
+class VOCAnnotationError(InputError):
     """A malformed VOC XML file or ``<object>``; the message names ``file:line`` and the field."""
 
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from detkit.deploy.graph import INPUT_NAMES, OUTPUT_NAMES, ExportableDetector
 from detkit.engine.checkpoint_hook import replace_as_new_file
+from detkit.errors import InputError
 
 # what the file stores besides the graph: read back by detkit.deploy.onnx_runtime
 METADATA_KEYS = ('detkit.classes', 'detkit.mean', 'detkit.std', 'detkit.bgr_to_rgb',
@@ -38,7 +39,7 @@ class OnnxExportError(RuntimeError):
     """The model cannot be exported, or its export does not reproduce PyTorch."""
 
 
-class OnnxContractError(ValueError):
+class OnnxContractError(InputError):
     """An ``.onnx`` file's inputs or outputs do not follow detkit's graph contract."""
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from detkit.errors import InputError
+
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The state dict and ``meta`` of a checkpoint, read with torch's safe unpickler.
@@ -30,30 +32,30 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is empty, not a PyTorch checkpoint (or a truncated one), holds a
+        InputError: the file is empty, not a PyTorch checkpoint (or a truncated one), holds a
             global the safe unpickler refuses (named), or holds no state dict of tensors.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist')
     if os.path.getsize(path) == 0:
-        raise ValueError(f'checkpoint {path!r} is an empty file')
+        raise InputError(f'checkpoint {path!r} is an empty file')
     try:
         content = torch.load(path, map_location='cpu', weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError,
             zipfile.BadZipFile) as error:
         reason = _unpickler_reason(str(error))
         if 'Unsupported global' in reason:   # a real checkpoint holding a refused type
-            raise ValueError(f'cannot load checkpoint {path!r} safely: {reason}') from None
-        raise ValueError(f'checkpoint {path!r} is not a PyTorch checkpoint or is truncated '
+            raise InputError(f'cannot load checkpoint {path!r} safely: {reason}') from None
+        raise InputError(f'checkpoint {path!r} is not a PyTorch checkpoint or is truncated '
                          f'(torch.load: {type(error).__name__}: {reason})') from None
     if not isinstance(content, dict):
-        raise ValueError(f'checkpoint {path!r} holds a {type(content).__name__}; expected a '
+        raise InputError(f'checkpoint {path!r} holds a {type(content).__name__}; expected a '
                          'state dict or a dict with a `state_dict`')
     state = content.get('state_dict', content)
     if not isinstance(state, dict) or not state or not all(
             isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f'checkpoint {path!r} has no state dict of tensors')
+        raise InputError(f'checkpoint {path!r} has no state dict of tensors')
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     meta = content.get('meta', {})
     return state, meta if isinstance(meta, dict) else {}
@@ -130,16 +132,16 @@ def check_state_fits(model: torch.nn.Module, state: dict[str, Tensor], path: str
         The fit, for a caller that reports it.
 
     Raises:
-        ValueError: the checkpoint does not fit (the message names the file, the config and
+        InputError: the checkpoint does not fit (the message names the file, the config and
             the keys).
     """
     model = getattr(model, 'module', model)
     fit = state_fit(model, state)
     if exact and not fit.exact:
-        raise ValueError(f'checkpoint {path!r} does not fit the model of config {config} (is '
+        raise InputError(f'checkpoint {path!r} does not fit the model of config {config} (is '
                          f'it for another architecture or class count?); {fit.describe()}')
     if not exact and not fit.loaded:
-        raise ValueError(f'none of the {len(state)} tensors of checkpoint {path!r} fits the '
+        raise InputError(f'none of the {len(state)} tensors of checkpoint {path!r} fits the '
                          f'model of config {config} (another architecture?); '
                          f'{fit.describe()}')
     return fit

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from mmengine.config import Config, DictAction
 
+from detkit.errors import InputError
 from detkit.registry import (
     ALL_REGISTRIES,
     REMOVED_ARGUMENTS,
@@ -59,7 +60,7 @@ def load_config(path: str) -> Config:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a syntax error: ``'FILE:LINE: what'``, FILE the config or the ``_base_``
+        InputError: a syntax error: ``'FILE:LINE: what'``, FILE the config or the ``_base_``
             file that holds it.
     """
     if not osp.isfile(path):
@@ -67,7 +68,7 @@ def load_config(path: str) -> Config:
     try:
         return Config.fromfile(path)
     except SyntaxError as error:
-        raise ValueError(_syntax_error_where(path, error)) from None
+        raise InputError(_syntax_error_where(path, error)) from None
 
 
 def _syntax_error_where(path: str, error: SyntaxError) -> str:

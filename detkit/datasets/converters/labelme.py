@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 from detkit.datasets.base_det_dataset import image_size
 from detkit.datasets.converters.yolo import ConversionLog
+from detkit.errors import InputError
 
 SHAPE_TYPES = ('rectangle', 'polygon')
 
 
-class LabelMeFormatError(ValueError):
+class LabelMeFormatError(InputError):
     """A LabelMe file breaks the format: names the file (and shape) and what was expected."""
 
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from detkit.datasets.base_det_dataset import image_size
+from detkit.errors import InputError
 
 SPLITS = ('train', 'val', 'test')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 TOLERANCE = 1e-6   # how far past [0, 1] a normalised coordinate may lie (float text rounding)
 
 
-class YoloFormatError(ValueError):
+class YoloFormatError(InputError):
     """A YOLO data set breaks the format: names the file (and line) and what was expected."""
 
 

@@ -7,10 +7,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from detkit.errors import InputError
 from detkit.registry import TRANSFORMS
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """An image file exists but cannot be decoded (empty, truncated, not an image)."""
 
 
