@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os.path as osp
+import tempfile
 from fractions import Fraction
 
 import pytest
@@ -141,14 +142,18 @@ def test_train_tool_refuses_load_from_of_which_nothing_fits(tmp_path, tiny_confi
     assert not osp.exists(tmp_path / 'w' / 'epoch_1.pth')     # stopped before training
 
 
-def test_a_bad_data_file_found_by_the_runner_is_a_message_not_a_traceback(tmp_path,
+def test_a_bad_data_file_found_by_the_runner_is_a_message_not_a_traceback(tmp_path, monkeypatch,
                                                                           tiny_config):
     test = load_tool('test')
     detector = MODELS.build(Config.fromfile(tiny_config).model)   # a checkpoint that fits
     torch.save(dict(state_dict=detector.state_dict()), tmp_path / 'fits.pth')
     broken = write(tmp_path / 'broken.json', b'{"images": [')
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))   # where --out stages
+    (tmp_path / 'tmp').mkdir()
     with pytest.raises(SystemExit) as info:
         test.main([tiny_config, str(tmp_path / 'fits.pth'), '--work-dir', str(tmp_path / 'w'),
+                   '--out', str(tmp_path / 'res.json'),
                    '--cfg-options', f'test_dataloader.dataset.ann_file={broken}'])
     assert str(info.value).startswith(f'tools/test.py {tiny_config}: CocoDataset: {broken} is '
                                       'not a JSON file')
+    assert list((tmp_path / 'tmp').iterdir()) == [] and not (tmp_path / 'res.json').exists()

@@ -126,14 +126,16 @@ def main(argv: list[str] | None = None) -> dict:
             check_state_fits(runner.model, state, cfg.load_from, args.config, exact=True)
             del state
         metrics = runner.test()
+        if out_dir is not None:
+            produced = osp.join(out_dir, 'results.bbox.json')
+            if osp.isfile(produced):
+                shutil.move(produced, args.out)
+                print(f'detections written to {args.out}')
     except InputError as error:
         sys.exit(f'tools/test.py {args.config}: {error}')
-    if out_dir is not None:
-        produced = osp.join(out_dir, 'results.bbox.json')
-        if osp.isfile(produced):
-            shutil.move(produced, args.out)
-            print(f'detections written to {args.out}')
-        shutil.rmtree(out_dir, ignore_errors=True)
+    finally:   # the temporary results folder goes however the run ends
+        if out_dir is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)
     close_process_group()  # under torchrun: before the interpreter's shutdown, not during it
     return metrics
 
