@@ -194,8 +194,10 @@ def test_categories_constant_matches_classes():
 
 
 @pytest.mark.parametrize('arguments, words', [
-    (['shapes', '--num-train', '-5'], '--num-train must be 0 or more, got -5'),
-    (['facemask', '--num-val', '-1'], '--num-val must be 0 or more, got -1'),
+    (['shapes', '--num-train', '-5'],
+     'make_shapes: --num-train and --num-val must be >= 0, got -5, 60'),
+    (['facemask', '--num-val', '-1'],
+     'make_facemask: --num-train and --num-val must be >= 0, got 240, -1'),
     (['partial', '--min-size', '200', '--max-size', '100'],
      'need 64 <= --min-size <= --max-size, got --min-size=200, --max-size=100'),
 ])

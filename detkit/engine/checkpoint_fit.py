@@ -107,14 +107,6 @@ def state_fit(model: torch.nn.Module, state: dict[str, Tensor]) -> StateFit:
         mismatched=mismatched)
 
 
-def check_checkpoint_fits(model: torch.nn.Module, path: str, config: str,
-                          exact: bool) -> StateFit:
-    """Stop before a run whose checkpoint does not fit its model: :func:`read_checkpoint`,
-    then :func:`check_state_fits`."""
-    state, _ = read_checkpoint(path)
-    return check_state_fits(model, state, path, config, exact)
-
-
 def check_state_fits(model: torch.nn.Module, state: dict[str, Tensor], path: str, config: str,
                      exact: bool) -> StateFit:
     """Raise unless the state dict read from ``path`` fits ``model``.

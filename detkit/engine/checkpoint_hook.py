@@ -23,6 +23,7 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook as MMEngineCheckpointHook
 
+from detkit.errors import InputError
 from detkit.registry import HOOKS
 
 ATOMIC_BACKEND = 'detkit_atomic_local'
@@ -73,7 +74,7 @@ def check_output_file(path: str | os.PathLike) -> None:
     first second, not after an evaluation or a conversion whose result it then could not keep.
 
     Raises:
-        ValueError: the folder cannot be created (a file stands in its way, no permission), it
+        InputError: the folder cannot be created (a file stands in its way, no permission), it
             is not writable, or ``path`` is a folder; the message names the path and why.
     """
     path = os.fspath(path)
@@ -81,12 +82,12 @@ def check_output_file(path: str | os.PathLike) -> None:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
-        raise ValueError(f'{path!r}: cannot create the folder {folder!r} '
+        raise InputError(f'{path!r}: cannot create the folder {folder!r} '
                          f'({error.strerror})') from None
     if osp.isdir(path):
-        raise ValueError(f'{path!r} is a folder; expected a file name')
+        raise InputError(f'{path!r} is a folder; expected a file name')
     if not os.access(folder, os.W_OK):
-        raise ValueError(f'{path!r}: the folder {folder!r} is not writable')
+        raise InputError(f'{path!r}: the folder {folder!r} is not writable')
 
 
 class AtomicLocalBackend(LocalBackend):

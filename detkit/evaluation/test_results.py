@@ -10,6 +10,7 @@ import numpy as np
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from detkit.errors import InputError
 from detkit.registry import DATASETS
 
 
@@ -81,35 +82,35 @@ def read_results(results_file: str) -> list[dict[str, Any]]:
     ``score``.
 
     Raises:
-        ValueError: the file is not JSON or not a list, or a detection breaks the form (named
+        InputError: the file is not JSON or not a list, or a detection breaks the form (named
             by its index, with what was expected and what it holds).
     """
     try:
         with open(results_file, encoding='utf-8') as f:
             detections = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f'{results_file}: not a JSON file ({error})') from None
+        raise InputError(f'{results_file}: not a JSON file ({error})') from None
     if not isinstance(detections, list):
-        raise ValueError(f'{results_file}: expected a list of detections (COCO results, as '
+        raise InputError(f'{results_file}: expected a list of detections (COCO results, as '
                          f'tools/test.py --out writes), got a {type(detections).__name__}')
     checked = []
     for number, det in enumerate(detections):
         where = f'{results_file}: detection {number}'
         if not isinstance(det, dict):
-            raise ValueError(f'{where}: expected an object with image_id, category_id, bbox '
+            raise InputError(f'{where}: expected an object with image_id, category_id, bbox '
                              f'and score, got {det!r}')
         for key in ('image_id', 'category_id', 'bbox', 'score'):
             if key not in det:
-                raise ValueError(f'{where}: no {key!r} (it has {sorted(det)})')
+                raise InputError(f'{where}: no {key!r} (it has {sorted(det)})')
         for key in ('image_id', 'category_id'):
             if isinstance(det[key], bool) or not isinstance(det[key], int):
-                raise ValueError(f'{where}: {key} must be an integer, got {det[key]!r}')
+                raise InputError(f'{where}: {key} must be an integer, got {det[key]!r}')
         box = det['bbox']
         if not (isinstance(box, list) and len(box) == 4
                 and all(_is_number(v) for v in box)):
-            raise ValueError(f'{where}: bbox must be 4 numbers [x, y, w, h], got {box!r}')
+            raise InputError(f'{where}: bbox must be 4 numbers [x, y, w, h], got {box!r}')
         if not _is_number(det['score']):
-            raise ValueError(f'{where}: score must be a number, got {det["score"]!r}')
+            raise InputError(f'{where}: score must be a number, got {det["score"]!r}')
         checked.append(det)
     return checked
 

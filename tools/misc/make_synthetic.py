@@ -130,16 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     add_partial_parser(subparsers)
     add_facemask_parser(subparsers)
     args = parser.parse_args(argv)
-    options = ('num_train', 'num_val', 'min_size', 'max_size')
-    for name in options[:2]:
-        if getattr(args, name, 0) < 0:
-            flag = '--' + name.replace('_', '-')
-            parser.error(f'{flag} must be 0 or more, got {getattr(args, name)}')
     try:
         args.func(args)
     except ValueError as error:   # the generators check their arguments: say it in flags
         message = str(error)
-        for name in options:
+        for name in ('num_train', 'num_val', 'min_size', 'max_size'):
             message = message.replace(name, '--' + name.replace('_', '-'))
         parser.error(message)
 
